@@ -1,0 +1,299 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Errors returned by DB methods; match them with errors.Is.
+var (
+	// ErrNotFound: Get found no envelope with that id.
+	ErrNotFound = errors.New("store: not found")
+	// ErrLocked: another process (or another DB in this process) holds the directory.
+	ErrLocked = errors.New("store: directory locked")
+	// ErrClosed: the DB was closed.
+	ErrClosed = errors.New("store: closed")
+	// ErrBadCursor: a cursor is not 16 lowercase hex characters.
+	ErrBadCursor = errors.New("store: bad cursor")
+	// ErrInvalid: an argument (envelope, channel, author) is malformed; nothing was written.
+	ErrInvalid = errors.New("store: invalid argument")
+	// ErrCorrupt: bytes read back from disk do not decode.
+	ErrCorrupt = errors.New("store: corrupt record")
+)
+
+// MaxLimit caps the page size of After, Before and Since; a limit <= 0 or
+// above it means MaxLimit.
+const MaxLimit = 1000
+
+// Config configures a DB. Start from DefaultConfig.
+type Config struct {
+	// Dir holds the badger files and the lock file. Required unless InMemory;
+	// created (0700) if missing.
+	Dir string
+	// InMemory keeps everything in memory (tests, benchmarks where the disk is
+	// not the point). Nothing is durable and Dir is ignored. Default false.
+	InMemory bool
+	// MaxBatch caps how many envelopes one group commit writes and syncs.
+	// Default 1024.
+	MaxBatch int
+	// Logger receives store and badger warnings and errors. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// GCInterval is how often the value-log GC runs. Default 10 minutes;
+	// negative disables it. Ignored when InMemory.
+	GCInterval time.Duration
+	// GCDiscardRatio is passed to badger's RunValueLogGC: a value-log file is
+	// rewritten when at least this fraction of it is stale. Default 0.5.
+	GCDiscardRatio float64
+}
+
+// DefaultConfig returns the defaults listed on Config's fields; set Dir (or
+// InMemory) before calling New.
+func DefaultConfig() Config {
+	return Config{
+		MaxBatch:       1024,
+		Logger:         slog.Default(),
+		GCInterval:     10 * time.Minute,
+		GCDiscardRatio: 0.5,
+	}
+}
+
+// Stats are counters since New, for metrics.
+type Stats struct {
+	Appends    uint64 // envelopes stored
+	Duplicates uint64 // envelopes skipped because their id was already stored
+	Rejected   uint64 // Append calls refused for invalid input
+	Batches    uint64 // group commits (one badger write + sync each, usually)
+	Syncs      uint64 // synced badger transaction commits
+	LastOffset uint64 // highest arrival offset assigned
+	LSMBytes   int64  // badger LSM size on disk (updated by badger about once a minute)
+	VlogBytes  int64  // badger value-log size on disk
+}
+
+// DB is confab's message history. All methods are safe for concurrent use.
+type DB struct {
+	cfg     Config
+	log     *slog.Logger
+	bdb     *badger.DB
+	unlock  func() error
+	reqs    chan *appendReq // unbuffered: a send succeeds only while the committer runs
+	closing chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+
+	// mu guards closed. Readers hold it shared for the whole read so Close
+	// (which takes it exclusively) never closes badger under them.
+	mu     sync.RWMutex
+	closed bool
+
+	// Only touched by the committer goroutine (and by New before it starts).
+	nextOffset uint64          // next arrival offset to assign; offsets start at 1
+	channels   map[string]bool // channels with a c/ key
+
+	appends, dups, rejected, batches, syncs, lastOffset atomic.Uint64
+}
+
+// New opens (creating if needed) the store described by cfg. Defaults for
+// zero fields: MaxBatch 1024, Logger slog.Default(), GCInterval 10 minutes,
+// GCDiscardRatio 0.5. Dir is required unless InMemory. If another process (or
+// another DB in this process) uses Dir, New fails with an error wrapping
+// ErrLocked. New starts a committer goroutine and, on disk, a value-log GC
+// goroutine; the caller must call Close.
+func New(cfg Config) (*DB, error) {
+	def := DefaultConfig()
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = def.MaxBatch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = def.Logger
+	}
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = def.GCInterval
+	}
+	if cfg.GCDiscardRatio == 0 {
+		cfg.GCDiscardRatio = def.GCDiscardRatio
+	}
+	switch {
+	case cfg.MaxBatch < 0:
+		return nil, fmt.Errorf("store: config: MaxBatch %d is negative", cfg.MaxBatch)
+	case cfg.GCDiscardRatio <= 0 || cfg.GCDiscardRatio >= 1:
+		return nil, fmt.Errorf("store: config: GCDiscardRatio %v not in (0,1)", cfg.GCDiscardRatio)
+	case !cfg.InMemory && cfg.Dir == "":
+		return nil, errors.New("store: config: Dir is required unless InMemory")
+	}
+	log := cfg.Logger.With("component", "store")
+
+	var opts badger.Options
+	unlock := func() error { return nil }
+	if cfg.InMemory {
+		opts = badger.DefaultOptions("").WithInMemory(true)
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+		}
+		var err error
+		if unlock, err = lockDir(cfg.Dir); err != nil {
+			return nil, err
+		}
+		opts = badger.DefaultOptions(cfg.Dir)
+	}
+	// SyncWrites: a commit returns (and becomes visible) only after the WAL
+	// is synced; see doc.go. Conflict detection is useless with one writer.
+	opts = opts.WithSyncWrites(true).
+		WithDetectConflicts(false).
+		WithLogger(badgerLogger{log.With("component", "badger")}).
+		WithMetricsEnabled(false)
+	bdb, err := badger.Open(opts)
+	if err != nil {
+		unlock()
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, lockedErr(cfg.Dir)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
+	db := &DB{
+		cfg:      cfg,
+		log:      log,
+		bdb:      bdb,
+		unlock:   unlock,
+		reqs:     make(chan *appendReq),
+		closing:  make(chan struct{}),
+		channels: make(map[string]bool),
+	}
+	if err := db.recover(); err != nil {
+		bdb.Close()
+		unlock()
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
+	db.wg.Add(1)
+	go db.commitLoop()
+	if !cfg.InMemory && cfg.GCInterval > 0 {
+		db.wg.Add(1)
+		go db.gcLoop()
+	}
+	return db, nil
+}
+
+func lockedErr(dir string) error {
+	return fmt.Errorf("store: open %s: another confab process is using this directory (stop it or use another home): %w", dir, ErrLocked)
+}
+
+// recover loads the last assigned offset and the known channels.
+func (db *DB) recover() error {
+	return db.bdb.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyLastOffset)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			db.nextOffset = 1
+		case err != nil:
+			return err
+		default:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return fmt.Errorf("last offset: %w", ErrCorrupt)
+			}
+			last := be64(v)
+			db.nextOffset = last + 1
+			db.lastOffset.Store(last)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixChannel)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			db.channels[string(it.Item().Key()[len(prefixChannel):])] = true
+		}
+		return nil
+	})
+}
+
+// Close stops the committer and GC goroutines, waits for them and for
+// in-flight reads, and closes badger. Appends waiting to be committed get
+// ErrClosed. Close is idempotent; later calls return nil.
+func (db *DB) Close() error {
+	var err error
+	db.once.Do(func() {
+		close(db.closing)
+		db.wg.Wait()
+		db.mu.Lock()
+		db.closed = true
+		db.mu.Unlock()
+		err = db.bdb.Close()
+		if uerr := db.unlock(); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			err = fmt.Errorf("store: close: %w", err)
+		}
+	})
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (db *DB) Stats() Stats {
+	s := Stats{
+		Appends:    db.appends.Load(),
+		Duplicates: db.dups.Load(),
+		Rejected:   db.rejected.Load(),
+		Batches:    db.batches.Load(),
+		Syncs:      db.syncs.Load(),
+		LastOffset: db.lastOffset.Load(),
+	}
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if !db.closed {
+		s.LSMBytes, s.VlogBytes = db.bdb.Size()
+	}
+	return s
+}
+
+// gcLoop runs the value-log GC every GCInterval until Close.
+func (db *DB) gcLoop() {
+	defer db.wg.Done()
+	t := time.NewTicker(db.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.closing:
+			return
+		case <-t.C:
+		}
+		for n := 0; ; n++ {
+			select {
+			case <-db.closing:
+				return
+			default:
+			}
+			err := db.bdb.RunValueLogGC(db.cfg.GCDiscardRatio)
+			if err != nil {
+				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+					db.log.Warn("value-log gc", "err", err)
+				}
+				break
+			}
+			db.log.Debug("value-log gc rewrote a file", "round", n)
+		}
+	}
+}
+
+// badgerLogger sends badger's warnings and errors to slog and drops its
+// info and debug chatter, so badger never prints to stdout or stderr itself.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
