@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -122,7 +122,7 @@ func (e *Envelope) Validate() error {
 	switch {
 	case !ValidChannel(e.Channel):
 		return fmt.Errorf("%w: channel %q", ErrMalformed, trunc(e.Channel))
-	case len(e.Name) > MaxNameLen || !utf8.ValidString(e.Name) || strings.ContainsAny(e.Name, "\x00\n\r"):
+	case len(e.Name) > MaxNameLen || !validName(e.Name):
 		return fmt.Errorf("%w: name", ErrMalformed)
 	case e.Seq == 0:
 		return fmt.Errorf("%w: seq must start at 1", ErrMalformed)
@@ -261,6 +261,18 @@ func (r *reader) u64() uint64 {
 	v := binary.BigEndian.Uint64(r.b)
 	r.b = r.b[8:]
 	return v
+}
+
+func validName(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func trunc(s string) string {

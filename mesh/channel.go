@@ -1,0 +1,485 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// inQueue bounds the items waiting for a channel's loop. Live gossip beyond
+// it is dropped (catch-up recovers it); local sends wait for room.
+const inQueue = 4096
+
+// item is one unit of work for a channel's loop: a local send (local), a
+// pre-signed envelope to store and publish (env+publish), or a verified
+// envelope from gossip or catch-up (env).
+type item struct {
+	local   *Envelope
+	env     *Envelope
+	publish bool
+	reply   chan result
+}
+
+type result struct {
+	rec Record
+	err error
+}
+
+// channel is one joined channel. Its author state is owned by run; nothing
+// else touches next, held or heldSince.
+type channel struct {
+	m      *Mesh
+	name   string
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
+	in     chan *item
+	syncQ  chan peer.ID
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	// Only used by run.
+	next      map[string]uint64               // author -> next expected seq
+	held      map[string]map[uint64]*Envelope // author -> seq -> envelope waiting for a gap
+	heldN     int
+	heldSince map[string]time.Time
+}
+
+func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
+	hw, err := m.hist.HighWater(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
+	ps := m.node.PubSub()
+	tn := topicName(name)
+	if err := ps.RegisterTopicValidator(tn, m.validator(name)); err != nil {
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
+	t, err := ps.Join(tn)
+	if err != nil {
+		_ = ps.UnregisterTopicValidator(tn)
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
+	sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
+	if err != nil {
+		_ = t.Close()
+		_ = ps.UnregisterTopicValidator(tn)
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
+	ev, err := t.EventHandler()
+	if err != nil {
+		sub.Cancel()
+		_ = t.Close()
+		_ = ps.UnregisterTopicValidator(tn)
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
+	cctx, cancel := context.WithCancel(m.ctx)
+	c := &channel{
+		m: m, name: name, topic: t, sub: sub, events: ev,
+		in:        make(chan *item, inQueue),
+		syncQ:     make(chan peer.ID, 64),
+		ctx:       cctx,
+		cancel:    cancel,
+		next:      map[string]uint64{},
+		held:      map[string]map[uint64]*Envelope{},
+		heldSince: map[string]time.Time{},
+	}
+	for a, s := range hw {
+		c.next[a] = s + 1
+	}
+	return c, nil
+}
+
+func (c *channel) start() {
+	c.wg.Add(4)
+	go c.readGossip()
+	go c.watchPeers()
+	go c.syncLoop()
+	go c.run()
+	for _, p := range c.topic.ListPeers() {
+		c.requestSync(p)
+	}
+}
+
+// stop ends the channel's goroutines and its topic. Idempotent.
+func (c *channel) stop() {
+	c.once.Do(func() {
+		c.cancel()
+		c.sub.Cancel()
+		c.events.Cancel()
+		c.wg.Wait()
+		_ = c.topic.Close()
+		_ = c.m.node.PubSub().UnregisterTopicValidator(topicName(c.name))
+	})
+}
+
+// submit hands it to the loop and waits for the durable result.
+func (c *channel) submit(ctx context.Context, it *item) (Record, error) {
+	it.reply = make(chan result, 1)
+	select {
+	case c.in <- it:
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	case <-c.ctx.Done():
+		return Record{}, ErrClosed
+	}
+	select {
+	case r := <-it.reply:
+		return r.rec, r.err
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	case <-c.ctx.Done():
+		return Record{}, ErrClosed
+	}
+}
+
+// offer queues a remote envelope without waiting; it reports false when the
+// loop is saturated (the envelope is dropped; catch-up will bring it back).
+func (c *channel) offer(e *Envelope) bool {
+	select {
+	case c.in <- &item{env: e}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *channel) readGossip() {
+	defer c.wg.Done()
+	self := c.m.node.Host().ID()
+	for {
+		msg, err := c.sub.Next(c.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == self {
+			continue // our own publish; already stored and delivered
+		}
+		e, ok := msg.ValidatorData.(*Envelope)
+		if !ok {
+			continue
+		}
+		if !c.offer(e) {
+			c.m.stats.add(&c.m.stats.HeldBack, 1)
+			c.requestSync(msg.ReceivedFrom)
+		}
+	}
+}
+
+func (c *channel) watchPeers() {
+	defer c.wg.Done()
+	for {
+		ev, err := c.events.NextPeerEvent(c.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			c.requestSync(ev.Peer)
+		}
+	}
+}
+
+func (c *channel) requestSync(p peer.ID) {
+	select {
+	case c.syncQ <- p:
+	default:
+	}
+}
+
+// syncLoop runs catch-up with peers one at a time: on request (a peer joined,
+// a gap was seen) and every syncEvery with a random peer of the topic.
+func (c *channel) syncLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.m.cfg.syncEvery)
+	defer t.Stop()
+	last := map[peer.ID]time.Time{}
+	for {
+		var p peer.ID
+		select {
+		case <-c.ctx.Done():
+			return
+		case p = <-c.syncQ:
+			if time.Since(last[p]) < time.Second {
+				continue
+			}
+		case <-t.C:
+			peers := c.topic.ListPeers()
+			if len(peers) == 0 {
+				continue
+			}
+			p = peers[rand.IntN(len(peers))]
+		}
+		last[p] = time.Now()
+		if err := c.m.catchUp(c, p); err != nil && c.ctx.Err() == nil {
+			c.m.log.Debug("catch-up failed", "channel", c.name, "peer", p, "err", err)
+		}
+	}
+}
+
+func (c *channel) run() {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.m.cfg.gapTimeout / 4)
+	defer tick.Stop()
+	batch := make([]*item, 0, c.m.cfg.maxBatch)
+	for {
+		select {
+		case <-c.ctx.Done():
+			c.failPending(ErrClosed)
+			return
+		case <-tick.C:
+			c.expireGaps()
+			continue
+		case it := <-c.in:
+			batch = append(batch[:0], it)
+		}
+	fill:
+		for len(batch) < c.m.cfg.maxBatch {
+			select {
+			case it := <-c.in:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		c.process(batch)
+	}
+}
+
+func (c *channel) failPending(err error) {
+	for {
+		select {
+		case it := <-c.in:
+			if it.reply != nil {
+				it.reply <- result{err: err}
+			}
+		default:
+			return
+		}
+	}
+}
+
+// pending is an envelope accepted into a batch, with who waits for it.
+type pending struct {
+	env     *Envelope
+	reply   chan result
+	publish bool
+}
+
+// process orders a batch per author, stores what is in order with one
+// durable append, then answers, publishes and delivers.
+func (c *channel) process(batch []*item) {
+	m := c.m
+	var acc []pending
+	for _, it := range batch {
+		switch {
+		case it.local != nil:
+			e := it.local
+			e.Seq = c.nextSeq(m.self)
+			e.TS = time.Now().UnixMilli()
+			if err := e.Sign(m.node.Key()); err != nil {
+				it.reply <- result{err: err}
+				continue
+			}
+			c.next[m.self] = e.Seq + 1
+			acc = append(acc, pending{env: e, reply: it.reply, publish: true})
+		default:
+			e := it.env
+			if e.Channel != c.name {
+				if it.reply != nil {
+					it.reply <- result{err: fmt.Errorf("mesh: envelope for %s on %s: %w", e.Channel, c.name, ErrBadChannel)}
+				}
+				continue
+			}
+			n := c.nextSeq(e.From)
+			switch {
+			case e.Seq < n:
+				m.stats.add(&m.stats.Duplicates, 1)
+				if it.reply != nil {
+					it.reply <- result{rec: Record{Env: e}}
+				} else {
+					// Possibly a late arrival after a skipped gap: let the
+					// idempotent store decide.
+					acc = append(acc, pending{env: e})
+				}
+			case e.Seq == n:
+				c.next[e.From] = n + 1
+				acc = append(acc, pending{env: e, reply: it.reply, publish: it.publish})
+				acc = c.release(e.From, acc)
+			default:
+				if it.reply != nil {
+					it.reply <- result{err: fmt.Errorf("mesh: publish seq %d of %s: %w: expected %d", e.Seq, e.From, ErrSeqGap, n)}
+					continue
+				}
+				c.hold(e)
+			}
+		}
+	}
+	if len(acc) == 0 {
+		return
+	}
+	envs := make([]*Envelope, len(acc))
+	for i, p := range acc {
+		envs[i] = p.env
+	}
+	curs, err := m.hist.Append(c.ctx, envs)
+	if err != nil {
+		m.stats.add(&m.stats.StoreErrors, 1)
+		m.log.Warn("store append failed", "channel", c.name, "n", len(envs), "err", err)
+		for _, p := range acc {
+			if p.reply != nil {
+				p.reply <- result{err: fmt.Errorf("mesh: store: %w", err)}
+			}
+		}
+		c.reload()
+		return
+	}
+	for i, p := range acc {
+		rec := Record{Env: p.env, Cursor: curs[i]}
+		if p.publish && curs[i] != "" {
+			if err := c.topic.Publish(c.ctx, p.env.Marshal()); err != nil && c.ctx.Err() == nil {
+				m.log.Warn("publish failed; peers will catch up", "channel", c.name, "err", err)
+			} else {
+				m.stats.add(&m.stats.Published, 1)
+			}
+		}
+		if p.reply != nil {
+			p.reply <- result{rec: rec}
+		}
+		if curs[i] != "" {
+			m.stats.add(&m.stats.Delivered, 1)
+			m.deliver(rec)
+		}
+	}
+}
+
+func (c *channel) nextSeq(author string) uint64 {
+	if n, ok := c.next[author]; ok {
+		return n
+	}
+	return 1
+}
+
+// hold keeps an envelope that arrived ahead of a gap, bounded in total.
+func (c *channel) hold(e *Envelope) {
+	h := c.held[e.From]
+	if h == nil {
+		h = map[uint64]*Envelope{}
+		c.held[e.From] = h
+		c.heldSince[e.From] = time.Now()
+	}
+	if _, ok := h[e.Seq]; ok {
+		return
+	}
+	if c.heldN >= c.m.cfg.holdback {
+		return // catch-up brings it back once the gap is filled
+	}
+	h[e.Seq] = e
+	c.heldN++
+	c.m.stats.add(&c.m.stats.HeldBack, 1)
+	if pid, err := peerID(e.From); err == nil {
+		c.requestSync(pid)
+	}
+	for _, p := range c.topic.ListPeers() {
+		c.requestSync(p)
+		break
+	}
+}
+
+// release appends the held envelopes of author that are now in order.
+func (c *channel) release(author string, acc []pending) []pending {
+	h := c.held[author]
+	for len(h) > 0 {
+		n := c.next[author]
+		e, ok := h[n]
+		if !ok {
+			break
+		}
+		delete(h, n)
+		c.heldN--
+		c.next[author] = n + 1
+		acc = append(acc, pending{env: e})
+	}
+	if len(h) == 0 {
+		delete(c.held, author)
+		delete(c.heldSince, author)
+	}
+	return acc
+}
+
+// expireGaps gives up waiting for a missing seq after gapTimeout: the held
+// envelopes are stored and delivered, and the gap stays visible to catch-up
+// because the store's high-water mark counts only a gap-free prefix.
+func (c *channel) expireGaps() {
+	var batch []*item
+	for a, since := range c.heldSince {
+		if time.Since(since) < c.m.cfg.gapTimeout {
+			continue
+		}
+		h := c.held[a]
+		lowest := uint64(0)
+		for s := range h {
+			if lowest == 0 || s < lowest {
+				lowest = s
+			}
+		}
+		if lowest == 0 {
+			continue
+		}
+		c.m.stats.add(&c.m.stats.GapsSkipped, 1)
+		c.m.log.Info("gap skipped", "channel", c.name, "author", a, "from", c.next[a], "to", lowest-1)
+		c.next[a] = lowest
+		c.heldSince[a] = time.Now()
+		batch = append(batch, &item{env: h[lowest]})
+		delete(h, lowest)
+		c.heldN--
+	}
+	if len(batch) > 0 {
+		c.process(batch)
+	}
+}
+
+// reload resets author state from the store after a failed append.
+func (c *channel) reload() {
+	hw, err := c.m.hist.HighWater(c.ctx, c.name)
+	if err != nil {
+		return
+	}
+	c.next = map[string]uint64{}
+	for a, s := range hw {
+		c.next[a] = s + 1
+	}
+}
+
+// validator is the gossipsub validator of a channel's topic: schema, size,
+// signature (author == signer), channel, timestamp window, per-author rate.
+func (m *Mesh) validator(name string) pubsub.ValidatorEx {
+	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		e, err := Unmarshal(msg.Data)
+		if err == nil {
+			err = e.Verify()
+		}
+		if err != nil || e.Channel != name {
+			m.stats.add(&m.stats.RejectedInvalid, 1)
+			return pubsub.ValidationReject
+		}
+		now := time.Now()
+		ts := time.UnixMilli(e.TS)
+		if ts.Before(now.Add(-m.cfg.pastWindow)) || ts.After(now.Add(m.cfg.futureWindow)) {
+			m.stats.add(&m.stats.IgnoredWindow, 1)
+			return pubsub.ValidationIgnore
+		}
+		if e.From != m.self && !m.rate.allow(e.From, now) {
+			m.stats.add(&m.stats.RateDrops, 1)
+			return pubsub.ValidationIgnore
+		}
+		msg.ValidatorData = e
+		return pubsub.ValidationAccept
+	}
+}

@@ -1,0 +1,158 @@
+package mesh
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+type config struct {
+	name         string
+	caps         []string
+	logger       *slog.Logger
+	rate         float64
+	burst        int
+	pastWindow   time.Duration
+	futureWindow time.Duration
+	holdback     int
+	gapTimeout   time.Duration
+	syncEvery    time.Duration
+	presenceTick time.Duration
+	presenceTTL  time.Duration
+	stateFile    string
+	maxBatch     int
+}
+
+// Option configures a Mesh.
+type Option func(*config) error
+
+func defaults() config {
+	return config{
+		name:         "",
+		logger:       slog.New(slog.DiscardHandler),
+		rate:         1000,
+		burst:        4000,
+		pastWindow:   5 * time.Minute,
+		futureWindow: time.Minute,
+		holdback:     8192,
+		gapTimeout:   10 * time.Second,
+		syncEvery:    30 * time.Second,
+		presenceTick: 5 * time.Second,
+		presenceTTL:  20 * time.Second,
+		maxBatch:     512,
+	}
+}
+
+// WithName sets the display name put in every envelope this node signs.
+func WithName(name string) Option {
+	return func(c *config) error {
+		e := Envelope{Name: name}
+		if len(name) > MaxNameLen || !validName(e.Name) {
+			return errors.New("mesh: name must be at most 64 bytes of UTF-8 without control characters")
+		}
+		c.name = name
+		return nil
+	}
+}
+
+// WithCaps sets the capabilities announced in presence beacons.
+func WithCaps(caps ...string) Option {
+	return func(c *config) error {
+		for _, s := range caps {
+			if !kindRE.MatchString(s) {
+				return errors.New("mesh: capability " + trunc(s) + " must be lowercase letters, digits, '.', '_' or '-', at most 32 bytes")
+			}
+		}
+		c.caps = append([]string(nil), caps...)
+		return nil
+	}
+}
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("mesh: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithAuthorRate sets the live per-author message rate a node forwards
+// (messages per second and burst). Default 1000/s, burst 4000.
+func WithAuthorRate(perSecond float64, burst int) Option {
+	return func(c *config) error {
+		if perSecond <= 0 || burst <= 0 {
+			return errors.New("mesh: author rate and burst must be positive")
+		}
+		c.rate, c.burst = perSecond, burst
+		return nil
+	}
+}
+
+// WithTimeWindow sets how far an envelope's ts may lie behind or ahead of the
+// local clock to be accepted live. Default 5 minutes behind, 1 minute ahead.
+// Envelopes outside the window still arrive through catch-up.
+func WithTimeWindow(past, future time.Duration) Option {
+	return func(c *config) error {
+		if past <= 0 || future <= 0 {
+			return errors.New("mesh: time window must be positive")
+		}
+		c.pastWindow, c.futureWindow = past, future
+		return nil
+	}
+}
+
+// WithSyncInterval sets how often a channel runs anti-entropy catch-up with
+// one random peer. Default 30 s.
+func WithSyncInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("mesh: sync interval must be positive")
+		}
+		c.syncEvery = d
+		return nil
+	}
+}
+
+// WithPresence sets the presence beacon interval and how long a silent agent
+// stays listed. Default 5 s and 20 s.
+func WithPresence(every, ttl time.Duration) Option {
+	return func(c *config) error {
+		if every <= 0 || ttl < every {
+			return errors.New("mesh: presence ttl must be at least the interval")
+		}
+		c.presenceTick, c.presenceTTL = every, ttl
+		return nil
+	}
+}
+
+// WithGapTimeout sets how long envelopes that follow a missing sequence
+// number are held back before they are delivered anyway. Default 10 s.
+func WithGapTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return errors.New("mesh: gap timeout must be positive")
+		}
+		c.gapTimeout = d
+		return nil
+	}
+}
+
+// WithStateFile keeps the set of joined channels in path, so a restarted
+// node rejoins them. The default keeps it in memory only.
+func WithStateFile(path string) Option {
+	return func(c *config) error {
+		if path == "" {
+			return errors.New("mesh: empty state file path")
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		c.stateFile = path
+		return nil
+	}
+}
