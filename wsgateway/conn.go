@@ -1,0 +1,416 @@
+package wsgateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/confabhq/confab/mesh"
+)
+
+// closeGrace is how long the writer waits, after sending a close frame, for
+// the peer to answer before it drops the connection.
+const closeGrace = time.Second
+
+var (
+	errFinal     = errors.New("connection closed by the gateway")
+	errReadLimit = errors.New("frame over the limit")
+)
+
+// outFrame is one item of a connection's send queue. A non-zero closeCode
+// makes it the last: the writer sends data (if any), then a close frame.
+type outFrame struct {
+	data      []byte
+	closeCode int
+	closeText string
+}
+
+// conn is one gateway connection. The reader goroutine owns bad and sub; the
+// writer goroutine is the only one that writes data frames on ws.
+type conn struct {
+	s   *Server
+	ws  *websocket.Conn
+	log *slog.Logger
+
+	out        chan outFrame // bounded send queue, drained only by the writer
+	readerDone chan struct{} // closed when the reader returns
+	closeSent  chan struct{} // closed when the writer is done writing
+	g          *errgroup.Group
+
+	bad int      // bad frames in a row (reader only)
+	sub *pumpRef // the active subscription (reader only)
+}
+
+// pumpRef is the reader's handle on a subscription pump goroutine.
+type pumpRef struct {
+	req    string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (p *pumpRef) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func newConn(s *Server, ws *websocket.Conn) *conn {
+	return &conn{
+		s:          s,
+		ws:         ws,
+		log:        s.log.With("remote", ws.RemoteAddr().String()),
+		out:        make(chan outFrame, s.cfg.SendQueue),
+		readerDone: make(chan struct{}),
+		closeSent:  make(chan struct{}),
+	}
+}
+
+// serve runs the connection until it ends. It returns only after the
+// reader, the writer and any subscription pump have exited.
+func (c *conn) serve() {
+	defer c.ws.Close()
+	info := c.s.cfg.Backend.Info()
+	nonce := make([]byte, 32)
+	rand.Read(nonce)
+	w := &Welcome{V: ProtocolVersion, Node: info.ID, Name: info.Name, Mode: c.s.cfg.Mode, Nonce: nonce}
+	data, err := EncodeFrame(w)
+	if err != nil {
+		c.log.Error("gateway welcome", "err", err)
+		return
+	}
+	c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+		c.log.Debug("gateway welcome", "err", err)
+		return
+	}
+	g, ctx := errgroup.WithContext(c.s.ctx)
+	c.g = g
+	g.Go(func() error { return c.readLoop(ctx) })
+	g.Go(func() error { return c.writeLoop(ctx) })
+	err = g.Wait()
+	c.log.Debug("gateway connection ended", "err", err)
+}
+
+// enqueue queues f for the writer, waiting while the queue is full.
+func (c *conn) enqueue(ctx context.Context, f outFrame) error {
+	select {
+	case c.out <- f:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conn) send(ctx context.Context, f Frame) error {
+	data, err := EncodeFrame(f)
+	if err != nil {
+		c.log.Error("gateway encode", "type", f.Type(), "err", err)
+		data, _ = EncodeFrame(&ErrorFrame{Code: CodeInternal, Message: "encode failed"})
+	}
+	return c.enqueue(ctx, outFrame{data: data})
+}
+
+// final queues a last frame and close code, then waits until the writer has
+// sent them (or gave up).
+func (c *conn) final(ctx context.Context, f Frame, code int, text string) {
+	var data []byte
+	if f != nil {
+		data, _ = EncodeFrame(f)
+	}
+	if c.enqueue(ctx, outFrame{data: data, closeCode: code, closeText: text}) != nil {
+		return
+	}
+	select {
+	case <-c.closeSent:
+	case <-ctx.Done():
+	}
+}
+
+func (c *conn) writeLoop(ctx context.Context) error {
+	ping := time.NewTicker(c.s.cfg.PingInterval)
+	defer func() {
+		ping.Stop()
+		select {
+		case <-c.closeSent:
+		default:
+			close(c.closeSent)
+		}
+		// Let the peer answer our close frame, then unblock the reader.
+		t := time.NewTimer(closeGrace)
+		select {
+		case <-c.readerDone:
+		case <-t.C:
+		}
+		t.Stop()
+		c.ws.Close()
+	}()
+	for {
+		select {
+		case f := <-c.out:
+			if f.data != nil {
+				c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+				if err := c.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
+					return fmt.Errorf("write: %w", err)
+				}
+			}
+			if f.closeCode != 0 {
+				c.writeClose(f.closeCode, f.closeText)
+				return errFinal
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		case <-ctx.Done():
+			if c.s.ctx.Err() != nil {
+				c.writeClose(CloseGoingAway, "server closing")
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *conn) writeClose(code int, text string) {
+	msg := websocket.FormatCloseMessage(code, text)
+	c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.s.cfg.WriteTimeout))
+}
+
+func (c *conn) readLoop(ctx context.Context) error {
+	defer close(c.readerDone)
+	cfg := &c.s.cfg
+	// The WebSocket layer refuses outright (close 1009, no error frame) a
+	// message whose frame headers announce more than twice MaxFrame; between
+	// MaxFrame and that, the loop below replies too_large first.
+	c.ws.SetReadLimit(2 * int64(cfg.MaxFrame))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	})
+	for {
+		c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		data, err := io.ReadAll(io.LimitReader(r, int64(cfg.MaxFrame)+1))
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if len(data) > cfg.MaxFrame {
+			c.final(ctx, &ErrorFrame{Code: CodeTooLarge, Message: fmt.Sprintf("frame over %d bytes", cfg.MaxFrame)},
+				CloseTooLarge, "frame too large")
+			return errReadLimit
+		}
+		var f Frame
+		var req string
+		var derr *Error
+		if mt != websocket.TextMessage {
+			derr = errorf(CodeBadFrame, "binary message; frames are JSON text")
+		} else {
+			f, req, derr = decodeRequest(data)
+		}
+		if derr != nil {
+			c.bad++
+			ef := &ErrorFrame{Req: req, Code: derr.Code, Message: derr.Message}
+			if c.bad > cfg.MaxBadFrames {
+				ef.Code, ef.Message = CodePolicy, fmt.Sprintf("more than %d bad frames in a row", cfg.MaxBadFrames)
+				c.final(ctx, ef, ClosePolicy, "too many bad frames")
+				return errFinal
+			}
+			if err := c.send(ctx, ef); err != nil {
+				return err
+			}
+			continue
+		}
+		c.bad = 0
+		if err := c.handle(ctx, f); err != nil {
+			return err
+		}
+	}
+}
+
+// handle serves one request. It returns an error only when the connection
+// must end.
+func (c *conn) handle(ctx context.Context, f Frame) error {
+	b := c.s.cfg.Backend
+	var reply Frame
+	var err error
+	switch f := f.(type) {
+	case *Join:
+		err = b.Join(ctx, f.Channel)
+		reply = &OK{Req: f.Req}
+	case *Leave:
+		err = b.Leave(ctx, f.Channel)
+		reply = &OK{Req: f.Req}
+	case *Send:
+		if c.s.cfg.Mode != ModeLocal {
+			return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "send needs local mode; publish a signed envelope"})
+		}
+		var rec mesh.Record
+		rec, err = b.Send(ctx, f.Channel, f.Kind, f.Content, f.ReplyTo)
+		reply = ackOf(f.Req, rec)
+	case *Publish:
+		if err = f.Envelope.Verify(); err == nil {
+			var rec mesh.Record
+			rec, err = b.Publish(ctx, f.Envelope)
+			reply = ackOf(f.Req, rec)
+		}
+	case *Subscribe:
+		return c.subscribe(ctx, f)
+	case *Unsubscribe:
+		if c.sub != nil {
+			c.sub.cancel()
+			select {
+			case <-c.sub.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			c.sub = nil
+		}
+		reply = &OK{Req: f.Req}
+	case *HistoryRequest:
+		reply, err = c.history(ctx, f)
+	case *WhoRequest:
+		peers := b.Who(ctx, f.Channel)
+		w := &WhoReply{Req: f.Req, Peers: make([]WirePeer, 0, len(peers))}
+		for _, p := range peers {
+			w.Peers = append(w.Peers, PeerToWire(p))
+		}
+		reply = w
+	case *InfoRequest:
+		reply = &InfoReply{Req: f.Req, Info: InfoToWire(b.Info())}
+	case *Auth:
+		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "auth is for remote mode; this connection already acts as the node"})
+	case *Ping:
+		reply = &Pong{Req: f.Req}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return c.send(ctx, c.errorFrame(reqOf(f), err))
+	}
+	return c.send(ctx, reply)
+}
+
+func ackOf(req string, rec mesh.Record) Frame {
+	if rec.Env == nil {
+		return &ErrorFrame{Req: req, Code: CodeInternal, Message: "backend returned no envelope"}
+	}
+	return &Ack{Req: req, ID: rec.Env.ID, Seq: rec.Env.Seq, Cursor: rec.Cursor}
+}
+
+func reqOf(f Frame) string {
+	switch f := f.(type) {
+	case *Join:
+		return f.Req
+	case *Leave:
+		return f.Req
+	case *Send:
+		return f.Req
+	case *Publish:
+		return f.Req
+	case *Subscribe:
+		return f.Req
+	case *Unsubscribe:
+		return f.Req
+	case *HistoryRequest:
+		return f.Req
+	case *WhoRequest:
+		return f.Req
+	case *InfoRequest:
+		return f.Req
+	case *Auth:
+		return f.Req
+	case *Ping:
+		return f.Req
+	}
+	return ""
+}
+
+// errorFrame maps a backend error to an error frame. Internal errors are
+// logged here and reported without detail.
+func (c *conn) errorFrame(req string, err error) *ErrorFrame {
+	code := codeOf(err)
+	if code == CodeInternal {
+		c.log.Warn("gateway request failed", "req", req, "err", err)
+		return &ErrorFrame{Req: req, Code: code, Message: "internal error"}
+	}
+	return &ErrorFrame{Req: req, Code: code, Message: err.Error()}
+}
+
+func codeOf(err error) string {
+	var pe *Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code
+	case errors.Is(err, mesh.ErrBadChannel):
+		return CodeBadChannel
+	case errors.Is(err, mesh.ErrNotJoined):
+		return CodeNotJoined
+	case errors.Is(err, mesh.ErrUnknownAgent):
+		return CodeUnknownAgent
+	case errors.Is(err, mesh.ErrRateLimited):
+		return CodeRateLimited
+	case errors.Is(err, mesh.ErrTooLarge):
+		return CodeTooLarge
+	case errors.Is(err, mesh.ErrBadSig):
+		return CodeBadSignature
+	case errors.Is(err, mesh.ErrMalformed):
+		return CodeBadFrame
+	case errors.Is(err, mesh.ErrBadCursor):
+		return CodeBadCursor
+	case errors.Is(err, mesh.ErrClosed), errors.Is(err, context.Canceled):
+		return CodeClosed
+	}
+	return CodeInternal
+}
+
+// history answers a history request within the HistoryBytes budget,
+// dropping the oldest records (and setting More) when it would exceed it.
+func (c *conn) history(ctx context.Context, f *HistoryRequest) (Frame, error) {
+	recs, err := c.s.cfg.Backend.Before(ctx, f.Channel, f.Before, f.Limit+1)
+	if err != nil {
+		return nil, err
+	}
+	more := len(recs) > f.Limit
+	if more {
+		recs = recs[len(recs)-f.Limit:]
+	}
+	budget := c.s.cfg.HistoryBytes - 256
+	start := len(recs)
+	for start > 0 {
+		n := recordSize(recs[start-1])
+		if n > budget {
+			break
+		}
+		budget -= n
+		start--
+	}
+	if start > 0 {
+		more = true
+		recs = recs[start:]
+	}
+	if recs == nil {
+		recs = []mesh.Record{}
+	}
+	return &HistoryReply{Req: f.Req, Records: recs, More: more}, nil
+}
+
+// recordSize bounds the JSON size of a record: content may grow six-fold
+// when escaped, the rest is small and bounded.
+func recordSize(r mesh.Record) int {
+	if r.Env == nil {
+		return 64
+	}
+	return 6*(len(r.Env.Content)+len(r.Env.Name)) + 1024
+}
