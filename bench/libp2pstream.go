@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+func init() {
+	Register(Scenario{
+		Name:     "libp2p-stream",
+		Compare:  CompareHandoff,
+		Baseline: true,
+		Method: "two go-libp2p v0.51.0 hosts with default security and muxer on 127.0.0.1 TCP, one stream: " +
+			"throughput moving the bulk size in 128 KiB writes until the receiver has read every byte and acknowledged with one byte (connection set up before the clock starts).",
+		Run: runLibp2pStream,
+	})
+}
+
+const bulkProto = protocol.ID("/confab-bench/bulk/1.0.0")
+
+// newHost starts a libp2p host with every default except that it listens
+// only on loopback TCP.
+func newHost() (host.Host, error) {
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		return nil, fmt.Errorf("bench: libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// connect dials b from a.
+func connect(ctx context.Context, a, b host.Host) error {
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		return fmt.Errorf("bench: connect %s -> %s: %w", a.ID().ShortString(), b.ID().ShortString(), err)
+	}
+	return nil
+}
+
+func runLibp2pStream(ctx context.Context, size Size) (Result, error) {
+	var res Result
+	a, err := newHost()
+	if err != nil {
+		return res, err
+	}
+	defer a.Close()
+	b, err := newHost()
+	if err != nil {
+		return res, err
+	}
+	defer b.Close()
+	total := bulkBytes(size)
+	errc := make(chan error, 1)
+	b.SetStreamHandler(bulkProto, func(s network.Stream) {
+		defer s.Close()
+		err := drainAndAck(s, total)
+		if err != nil {
+			s.Reset()
+		}
+		errc <- err
+	})
+	if err := connect(ctx, a, b); err != nil {
+		return res, err
+	}
+	s, err := a.NewStream(ctx, b.ID(), bulkProto)
+	if err != nil {
+		return res, fmt.Errorf("bench: libp2p stream: %w", err)
+	}
+	defer s.Close()
+	stop := closeOnDone(ctx, resetter{s})
+	d, err := sendBulk(s, s, total)
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return res, err
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			return res, err
+		}
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	res.Add(fmt.Sprintf("throughput, %d MiB", total>>20), "GB/s", float64(total)/d.Seconds()/1e9, Higher)
+	return res, nil
+}
+
+// resetter closes a stream by resetting it, so a blocked write returns.
+type resetter struct{ s network.Stream }
+
+func (r resetter) Close() error { return r.s.Reset() }

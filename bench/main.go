@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if childMode() {
+		return
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		sizeFlag = flag.String("size", "tiny", "tiny (seconds, for CI) or full (the issue's sizes)")
+		runs     = flag.Int("runs", 0, "runs per scenario (default 5 for full, 1 for tiny)")
+		out      = flag.String("out", "", "also write the markdown report to this file")
+		only     = flag.String("only", "", "comma-separated scenario names (default all)")
+		list     = flag.Bool("list", false, "list scenarios and exit")
+		dir      = flag.String("dir", "", "parent of the temp dirs of disk benchmarks (default $TMPDIR); must be on the disk being measured")
+	)
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	if *list {
+		for _, s := range registry {
+			fmt.Printf("%-16s baseline=%-5v %s\n", s.Name, s.Baseline, s.Compare)
+		}
+		return 0
+	}
+	benchDir = *dir
+	size := Size(*sizeFlag)
+	if size != Tiny && size != Full {
+		fmt.Fprintf(os.Stderr, "bench: -size must be tiny or full, not %q\n", *sizeFlag)
+		return 2
+	}
+	if *runs <= 0 {
+		*runs = pick(size, 1, 5)
+	}
+	scenarios, err := selectScenarios(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := ensureIsolated(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return int(ee)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	raiseNoFile(1 << 16)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep := runScenarios(ctx, log, scenarios, size, *runs)
+	rep.Command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+
+	var buf bytes.Buffer
+	if err := rep.write(&buf); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Stdout.Write(buf.Bytes())
+	if *out != "" {
+		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: write report: %v\n", err)
+			return 1
+		}
+	}
+	for _, o := range rep.Outcomes {
+		if len(o.Errs) > 0 {
+			return 1
+		}
+	}
+	if ctx.Err() != nil {
+		return 130
+	}
+	return 0
+}
+
+// runScenarios runs each scenario runs times, one at a time, each run under
+// its own deadline.
+func runScenarios(ctx context.Context, log *slog.Logger, scenarios []Scenario, size Size, runs int) *report {
+	rep := &report{Size: size, Runs: runs, Machine: describeMachine(), Started: time.Now()}
+	perRun := pick(size, 2*time.Minute, 10*time.Minute)
+	for _, s := range scenarios {
+		o := outcome{S: s}
+		start := time.Now()
+		for i := 0; i < runs && ctx.Err() == nil; i++ {
+			runtime.GC()
+			rctx, cancel := context.WithTimeout(ctx, perRun)
+			t0 := time.Now()
+			res, err := s.Run(rctx, size)
+			cancel()
+			if err != nil {
+				log.Error("run failed", "scenario", s.Name, "run", i+1, "err", err)
+				o.Errs = append(o.Errs, err)
+				continue
+			}
+			log.Info("run done", "scenario", s.Name, "run", i+1, "of", runs, "took", time.Since(t0).Round(time.Millisecond), "goroutines", runtime.NumGoroutine())
+			o.Runs = append(o.Runs, res)
+		}
+		o.Elapsed = time.Since(start)
+		rep.Outcomes = append(rep.Outcomes, o)
+	}
+	rep.Elapsed = time.Since(rep.Started)
+	return rep
+}
