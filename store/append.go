@@ -239,6 +239,7 @@ func (db *DB) commit(batch []*appendReq) {
 		for _, r := range batch {
 			r.cursors, r.err = nil, err
 		}
+		clear(db.authors) // may be ahead of what was written
 		db.log.Warn("append failed", "err", err)
 		return
 	}
@@ -291,36 +292,79 @@ func (db *DB) write(w *writer, p *prepared, newChannels map[string]bool) (uint64
 	// Author index and high-water mark. A second, different envelope with an
 	// author's existing seq (the author equivocated) stays in the arrival log
 	// but the index keeps the first.
-	if taken, err := w.exists(ak); err != nil {
+	st, err := db.author(w, e.Channel, e.From)
+	if err != nil {
 		return 0, err
-	} else if taken {
-		db.log.Warn("author reused a seq; keeping the first in the author index",
-			"channel", e.Channel, "from", e.From, "seq", e.Seq, "id", e.ID)
-		return off, nil
+	}
+	if e.Seq <= st.max {
+		if taken, err := w.exists(ak); err != nil {
+			return 0, err
+		} else if taken {
+			db.log.Warn("author reused a seq; keeping the first in the author index",
+				"channel", e.Channel, "from", e.From, "seq", e.Seq, "id", e.ID)
+			return off, nil
+		}
 	}
 	if err := w.set(ak, p.id); err != nil {
 		return 0, err
 	}
-	hw, err := w.highWater(hk)
-	if err != nil {
-		return 0, err
-	}
-	if e.Seq != hw+1 {
-		return off, nil
-	}
-	// Filling the gap at hw+1 may join a run of later seqs stored earlier.
-	hw = e.Seq
-	for hw < ^uint64(0) {
-		ok, err := w.exists(authorKey(e.Channel, e.From, hw+1))
-		if err != nil {
+	st.max = max(st.max, e.Seq)
+	if e.Seq == st.hw+1 {
+		// Filling the gap at hw+1 may join a run of later seqs stored earlier.
+		st.hw = e.Seq
+		for st.hw < st.max {
+			ok, err := w.exists(authorKey(e.Channel, e.From, st.hw+1))
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				break
+			}
+			st.hw++
+		}
+		if err := w.set(hk, binary.BigEndian.AppendUint64(nil, st.hw)); err != nil {
 			return 0, err
 		}
-		if !ok {
-			break
-		}
-		hw++
 	}
-	return off, w.set(hk, binary.BigEndian.AppendUint64(nil, hw))
+	return off, nil
+}
+
+// authorState caches, per channel and author, the high-water mark and the
+// highest seq in the author index, so an in-order append needs no index
+// reads. Owned by the committer; cleared when a commit fails or it grows
+// past maxAuthorCache.
+type authorState struct{ hw, max uint64 }
+
+const maxAuthorCache = 1 << 16
+
+// author returns the cached state of (channel, from), loading it through w.
+func (db *DB) author(w *writer, channel, from string) (*authorState, error) {
+	ck := channel + "\x00" + from
+	if st, ok := db.authors[ck]; ok {
+		return st, nil
+	}
+	hw, err := w.highWater(highKey(channel, from))
+	if err != nil {
+		return nil, err
+	}
+	st := &authorState{hw: hw, max: hw}
+	prefix := authorPrefix(channel, from)
+	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
+	it.Seek(authorKey(channel, from, ^uint64(0)))
+	if it.Valid() {
+		k := it.Item().Key()
+		if len(k) != len(prefix)+8 {
+			it.Close()
+			return nil, fmt.Errorf("%w: author key %q", ErrCorrupt, k)
+		}
+		st.max = max(st.max, be64(k[len(prefix):]))
+	}
+	it.Close()
+	if len(db.authors) >= maxAuthorCache {
+		clear(db.authors)
+	}
+	db.authors[ck] = st
+	return st, nil
 }
 
 func (w *writer) highWater(hk []byte) (uint64, error) {

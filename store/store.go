@@ -97,6 +97,7 @@ type DB struct {
 	// Only touched by the committer goroutine (and by New before it starts).
 	nextOffset uint64          // next arrival offset to assign; offsets start at 1
 	channels   map[string]bool // channels with a c/ key
+	authors    map[string]*authorState
 
 	appends, dups, rejected, batches, syncs, lastOffset atomic.Uint64
 }
@@ -167,6 +168,7 @@ func New(cfg Config) (*DB, error) {
 		reqs:     make(chan *appendReq),
 		closing:  make(chan struct{}),
 		channels: make(map[string]bool),
+		authors:  make(map[string]*authorState),
 	}
 	if err := db.recover(); err != nil {
 		bdb.Close()

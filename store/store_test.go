@@ -311,6 +311,60 @@ func TestHighWaterAndSince(t *testing.T) {
 	})
 }
 
+// TestHighWaterAcrossReopen fills a gap after a restart, when the committer
+// must rebuild its per-author state from disk.
+func TestHighWaterAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	k := newKey(t)
+	db := open(t, dir)
+	appendAll(t, db, signed(t, k, "#a", 1, "1"), signed(t, k, "#a", 3, "3"), signed(t, k, "#a", 4, "4"))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir)
+	e2 := signed(t, k, "#a", 2, "2")
+	hw, err := db.HighWater(ctx, "#a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hw[e2.From]; got != 1 {
+		t.Errorf("high water before filling = %d, want 1", got)
+	}
+	appendAll(t, db, e2)
+	if hw, err = db.HighWater(ctx, "#a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := hw[e2.From]; got != 4 {
+		t.Errorf("high water after filling = %d, want 4", got)
+	}
+}
+
+// TestEquivocation: a second envelope with an author's used seq is stored
+// and listed, but the author index keeps the first.
+func TestEquivocation(t *testing.T) {
+	db := open(t, "")
+	k := newKey(t)
+	first, second := signed(t, k, "#a", 1, "first"), signed(t, k, "#a", 1, "second")
+	curs := appendAll(t, db, first, second)
+	if curs[0] == "" || curs[1] == "" {
+		t.Fatalf("cursors %q, want both stored", curs)
+	}
+	got, err := db.Since(ctx, "#a", first.From, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"first"}; !slices.Equal(contents(got), want) {
+		t.Errorf("Since = %q, want %q", contents(got), want)
+	}
+	all, _, err := db.After(ctx, "#a", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"first", "second"}; !slices.Equal(contents(all), want) {
+		t.Errorf("After = %q, want %q", contents(all), want)
+	}
+}
+
 func TestReopenOffsetsMonotonic(t *testing.T) {
 	dir := t.TempDir()
 	k := newKey(t)
@@ -714,5 +768,32 @@ func TestKill9(t *testing.T) {
 	c := appendAll(t, db, signed(t, newKey(t), "#kill", 1, "after restart"))[0]
 	if c <= last {
 		t.Errorf("cursor after restart %s <= last stored %s", c, last)
+	}
+}
+
+// TestAppendLargerThanOneTxn appends more bytes in one call than one badger
+// transaction holds, so the committer must split the write.
+func TestAppendLargerThanOneTxn(t *testing.T) {
+	db := open(t, "")
+	k := newKey(t)
+	big := strings.Repeat("z", mesh.MaxContentLen-100)
+	var envs []*mesh.Envelope
+	n := int(db.bdb.MaxBatchSize()/int64(len(big))) + 10
+	for i := range n {
+		envs = append(envs, signed(t, k, "#big", uint64(i+1), big+nth("-", i)))
+	}
+	curs := appendAll(t, db, envs...)
+	if !slices.IsSorted(curs) || slices.Contains(curs, "") {
+		t.Errorf("cursors not all stored and increasing: %q", curs)
+	}
+	if st := db.Stats(); st.Syncs < 2 || st.Appends != uint64(n) {
+		t.Errorf("stats %+v: want %d appends in at least 2 synced commits", st, n)
+	}
+	hw, err := db.HighWater(ctx, "#big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hw[envs[0].From]; got != uint64(n) {
+		t.Errorf("high water %d, want %d", got, n)
 	}
 }
