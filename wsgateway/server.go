@@ -355,3 +355,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.release(c)
 	c.serve()
 }
+
+// FromMesh adapts a *mesh.Mesh to Backend: Go has no covariant results, so
+// Mesh.Subscribe's *mesh.Subscription is returned as a Subscription here.
+func FromMesh(m *mesh.Mesh) Backend { return meshBackend{m} }
+
+type meshBackend struct{ *mesh.Mesh }
+
+func (b meshBackend) Subscribe(channels []string, queue int) Subscription {
+	return b.Mesh.Subscribe(channels, queue)
+}
+
+var (
+	_ Backend      = meshBackend{}
+	_ Subscription = (*mesh.Subscription)(nil)
+)
