@@ -37,6 +37,7 @@ type presence struct {
 	m      *Mesh
 	topic  *pubsub.Topic
 	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
 	kick   chan struct{}
 	seq    uint64 // only used by the publishing loop and goodbye, in turn
 	stopMu sync.Once
@@ -61,11 +62,18 @@ func startPresence(m *Mesh) (*presence, error) {
 		_ = t.Close()
 		return nil, fmt.Errorf("mesh: presence: %w", err)
 	}
-	p := &presence{m: m, topic: t, sub: sub, kick: make(chan struct{}, 1),
+	ev, err := t.EventHandler()
+	if err != nil {
+		sub.Cancel()
+		_ = t.Close()
+		return nil, fmt.Errorf("mesh: presence: %w", err)
+	}
+	p := &presence{m: m, topic: t, sub: sub, events: ev, kick: make(chan struct{}, 1),
 		peers: map[string]*Peer{}, lastTS: map[string]int64{}, status: StatusAvailable}
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go p.read()
 	go p.beat()
+	go p.greet()
 	return p, nil
 }
 
@@ -101,6 +109,21 @@ func (p *presence) beat() {
 			return
 		case <-t.C:
 		case <-p.kick:
+		}
+	}
+}
+
+// greet beacons as soon as a new peer joins the presence topic, so a new
+// neighbour learns about us without waiting for the next tick.
+func (p *presence) greet() {
+	defer p.m.wg.Done()
+	for {
+		ev, err := p.events.NextPeerEvent(p.m.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			p.changed()
 		}
 	}
 }
@@ -236,6 +259,7 @@ func (p *presence) goodbye() { p.publish(true) }
 func (p *presence) stop() {
 	p.stopMu.Do(func() {
 		p.sub.Cancel()
+		p.events.Cancel()
 		_ = p.topic.Close()
 		_ = p.m.node.PubSub().UnregisterTopicValidator(presenceTopic)
 	})

@@ -1,0 +1,16 @@
+// Package agent runs one agent's node from its home folder: it opens the
+// history store (which locks the home against a second node), loads or
+// creates the identity, starts the libp2p host and the mesh, and serves the
+// gateway protocol on the home's unix socket for the CLI, the MCP server and
+// other local clients.
+//
+// Home layout (mode 0700):
+//
+//	identity.key   Ed25519 key, 0600; the peer id is the agent's id
+//	store/         badger history (locked while a node runs)
+//	state.json     joined channels, rejoined at start
+//	confab.sock    gateway socket, 0600, present while the node runs
+//
+// New starts everything; Serve blocks serving the socket; Close stops in
+// dependency order (gateway, mesh, host, store). Safe for concurrent use.
+package agent
