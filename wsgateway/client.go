@@ -426,7 +426,10 @@ func (c *Client) Who(ctx context.Context, channel string) ([]mesh.Peer, error) {
 // channel if none). With since set, stored records after it come first
 // (Replay true), then live ones. The channel is closed when the
 // subscription ends or the connection closes; Err says why. One
-// subscription per connection.
+// subscription per connection. Read the channel promptly: while its buffer
+// is full the reader waits, and so do replies to other calls on this
+// connection (and the server eventually ends the subscription with
+// CodeResume).
 func (c *Client) Subscribe(ctx context.Context, channels []string, since string) (<-chan Event, error) {
 	req, ch, err := c.newReq()
 	if err != nil {

@@ -222,8 +222,6 @@ func TestRoundTrip(t *testing.T) {
 	if _, err := c.Info(x); err != nil {
 		t.Fatalf("info after errors: %v", err)
 	}
-	// A kind the server rejects still arrives as malformed: check the send
-	// error wrapping left no subscription behind.
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
