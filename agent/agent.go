@@ -143,7 +143,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		}
 	}
 	gc := wsgateway.DefaultConfig()
-	gc.Backend = backend{a.mesh}
+	gc.Backend = wsgateway.FromMesh(a.mesh)
 	gc.Logger = log
 	if a.gw, err = wsgateway.New(gc); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -185,11 +185,4 @@ func (a *Agent) Close() error {
 		}
 	})
 	return errors.Join(errs...)
-}
-
-// backend adapts *mesh.Mesh to wsgateway.Backend.
-type backend struct{ *mesh.Mesh }
-
-func (b backend) Subscribe(channels []string, queue int) wsgateway.Subscription {
-	return b.Mesh.Subscribe(channels, queue)
 }
