@@ -1,0 +1,311 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/x/rate"
+	"github.com/multiformats/go-multiaddr"
+)
+
+// Host is one confab node's libp2p stack: the host, gossipsub, the Kademlia
+// DHT, mDNS discovery and the bootstrap redialer. Its methods are safe for
+// concurrent use.
+type Host struct {
+	h    host.Host
+	key  crypto.PrivKey
+	ps   *pubsub.PubSub
+	dht  *dht.IpfsDHT
+	log  *slog.Logger
+	mdns io.Closer // nil when mDNS is off
+
+	ctx    context.Context // cancelled by Close; parent of pubsub and workers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // redialer and mDNS dial workers
+
+	disc *discoverer // nil when mDNS is off
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds and starts a node. Defaults: listen on DefaultListen; mDNS on;
+// no bootstrap peers; relay client on iff bootstrap peers are given; no
+// relay service; DHT ModeAutoServer; connection manager DefaultConnLow /
+// DefaultConnHigh; resource manager scaled to DefaultResourceMemory /
+// DefaultResourceFDs with DefaultConnPerIP connections per IP; logger
+// discards. WithIdentity is required.
+//
+// Bootstrap peers are dialled in the background; New does not wait for
+// them. The caller must call Close, which stops everything New started.
+func New(opts ...Option) (*Host, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.key == nil {
+		return nil, ErrNoIdentity
+	}
+	if len(cfg.listen) == 0 {
+		for _, s := range DefaultListen {
+			cfg.listen = append(cfg.listen, multiaddr.StringCast(s))
+		}
+	}
+	relayClient := len(cfg.bootstrap) > 0
+	if cfg.relayClient != nil {
+		relayClient = *cfg.relayClient
+	}
+	if relayClient && len(cfg.bootstrap) == 0 {
+		return nil, errors.New("node: relay client needs bootstrap peers (WithBootstrap)")
+	}
+
+	rm, err := newResourceManager(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(cfg.connLow, cfg.connHigh)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("node: connection manager: %w", err)
+	}
+	lopts := []libp2p.Option{
+		libp2p.Identity(cfg.key),
+		libp2p.ListenAddrs(cfg.listen...),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.UserAgent("confab"),
+	}
+	if relayClient {
+		lopts = append(lopts,
+			libp2p.EnableAutoRelayWithStaticRelays(cfg.bootstrap),
+			libp2p.EnableHolePunching(),
+		)
+	}
+	if cfg.relayService != nil {
+		lopts = append(lopts,
+			libp2p.EnableRelayService(relayv2.WithResources(*cfg.relayService)),
+			libp2p.ForceReachabilityPublic(),
+			libp2p.EnableNATService(),
+		)
+	}
+	h, err := libp2p.New(lopts...)
+	if err != nil {
+		// libp2p closes the managers it was handed when it fails.
+		return nil, fmt.Errorf("node: libp2p: %w", err)
+	}
+
+	n := &Host{h: h, key: cfg.key, log: cfg.log}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	fail := func(err error) (*Host, error) {
+		n.cancel()
+		n.wg.Wait()
+		if n.dht != nil {
+			n.dht.Close()
+		}
+		h.Close()
+		return nil, err
+	}
+
+	n.ps, err = pubsub.NewGossipSub(n.ctx, h, gossipOptions()...)
+	if err != nil {
+		return fail(fmt.Errorf("node: gossipsub: %w", err))
+	}
+
+	mode := dht.ModeAutoServer
+	if cfg.dhtServer {
+		mode = dht.ModeServer
+	}
+	n.dht, err = dht.New(h, dht.ProtocolPrefix(DHTPrefix), dht.Mode(mode))
+	if err != nil {
+		return fail(fmt.Errorf("node: dht: %w", err))
+	}
+
+	for _, ai := range cfg.bootstrap {
+		h.ConnManager().Protect(ai.ID, "confab-bootstrap")
+		r := newRedialer(n, ai)
+		n.wg.Go(r.run)
+	}
+
+	if cfg.mdns {
+		n.disc = newDiscoverer(n)
+		for range mdnsWorkers {
+			n.wg.Go(n.disc.work)
+		}
+		svc, err := startMDNS(h, n.disc)
+		switch {
+		case errors.Is(err, ErrMDNSUnavailable):
+			n.log.Warn("mdns: not compiled in (build tag confab_mdns); LAN discovery is off")
+		case err != nil:
+			return fail(fmt.Errorf("node: mdns: %w", err))
+		}
+		n.mdns = svc
+	}
+	n.log.Info("node started", "peer", h.ID(), "addrs", h.Addrs(), "mdns", cfg.mdns,
+		"bootstrap", len(cfg.bootstrap), "relay_client", relayClient, "relay_service", cfg.relayService != nil)
+	return n, nil
+}
+
+// gossipOptions is the gossipsub configuration every confab peer must share.
+func gossipOptions() []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithGossipSubProtocols(
+			[]protocol.ID{GossipSubV12, GossipSubV11, GossipSubV10},
+			gossipFeatures,
+		),
+		// Envelopes carry their author's signature, checked by the topic
+		// validator mesh registers; pubsub's own signature would sign the
+		// same bytes twice and reveal a per-node seqno.
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		// StrictNoSign alone still stamps From and a per-node Seqno on every
+		// message (pubsub v0.17 topic.go); WithNoAuthor drops them, and
+		// with both set incoming messages that carry them are rejected. The
+		// forwarding peer is Message.ReceivedFrom; the author is in the
+		// envelope.
+		pubsub.WithNoAuthor(),
+		// With StrictNoSign there is no from/seqno, so the default id
+		// (from‖seqno) would make every message collide: content ids are
+		// required, and they make re-published duplicates collapse.
+		pubsub.WithMessageIdFn(MessageID),
+		pubsub.WithPeerOutboundQueueSize(QueueSize),
+		pubsub.WithValidateQueueSize(QueueSize),
+		pubsub.WithFloodPublish(true),
+		pubsub.WithMaxMessageSize(MaxMessageSize),
+	}
+}
+
+// gossipFeatures maps our protocol ids onto gossipsub feature levels the way
+// pubsub.GossipSubDefaultFeatures does for the public ids.
+func gossipFeatures(feat pubsub.GossipSubFeature, proto protocol.ID) bool {
+	switch feat {
+	case pubsub.GossipSubFeatureMesh:
+		return proto == GossipSubV12 || proto == GossipSubV11 || proto == GossipSubV10
+	case pubsub.GossipSubFeaturePX:
+		return proto == GossipSubV12 || proto == GossipSubV11
+	case pubsub.GossipSubFeatureIdontwant:
+		return proto == GossipSubV12
+	default:
+		return false
+	}
+}
+
+// MessageID is the gossipsub message id: the raw 32-byte sha256 of the
+// message data, so identical envelopes share one id whoever forwards them.
+func MessageID(m *pubsubpb.Message) string {
+	sum := sha256.Sum256(m.GetData())
+	return string(sum[:])
+}
+
+func newResourceManager(cfg *config) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	concrete := limits.Scale(cfg.rcMemory, cfg.rcFDs)
+
+	n := cfg.connPerIP
+	perSubnet4 := []rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: n}}
+	perSubnet6 := []rcmgr.ConnLimitPerSubnet{
+		{PrefixLength: 56, ConnCount: n},
+		{PrefixLength: 48, ConnCount: 8 * n},
+	}
+	rl := &rate.Limiter{
+		// Loopback is exempt, as in libp2p's default limiter.
+		NetworkPrefixLimits: []rate.PrefixLimit{
+			{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Limit: rate.Limit{}},
+			{Prefix: netip.MustParsePrefix("::1/128"), Limit: rate.Limit{}},
+		},
+		SubnetRateLimiter: rate.SubnetLimiter{
+			IPv4SubnetLimits: []rate.SubnetLimit{
+				{PrefixLength: 32, Limit: rate.Limit{RPS: float64(n) / 40, Burst: 2 * n}},
+			},
+			IPv6SubnetLimits: []rate.SubnetLimit{
+				{PrefixLength: 56, Limit: rate.Limit{RPS: float64(n) / 40, Burst: 2 * n}},
+				{PrefixLength: 48, Limit: rate.Limit{RPS: float64(n) / 16, Burst: 10 * n}},
+			},
+			GracePeriod: time.Minute,
+		},
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(concrete),
+		rcmgr.WithLimitPerSubnet(perSubnet4, perSubnet6),
+		rcmgr.WithConnRateLimiters(rl),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("node: resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+// ID returns the host's peer id.
+func (n *Host) ID() peer.ID { return n.h.ID() }
+
+// Key returns the host's private key (the envelope signing key).
+func (n *Host) Key() crypto.PrivKey { return n.key }
+
+// Host returns the libp2p host, for stream handlers and dialling.
+func (n *Host) Host() host.Host { return n.h }
+
+// PubSub returns the gossipsub router. Every topic joined on it MUST have a
+// validator registered (RegisterTopicValidator) before messages can be
+// trusted: pubsub runs with StrictNoSign and checks no signature itself.
+// Subscribe's buffer is per subscription (pubsub.WithBufferSize, default
+// 32): pass QueueSize and drain Next in its own goroutine.
+func (n *Host) PubSub() *pubsub.PubSub { return n.ps }
+
+// DHT returns the Kademlia DHT (prefix DHTPrefix). node provides nothing;
+// callers Provide and FindProviders with their own timeouts.
+func (n *Host) DHT() *dht.IpfsDHT { return n.dht }
+
+// Addrs returns the host's listen addresses with /p2p/<id> appended, ready to
+// hand to another node's WithBootstrap.
+func (n *Host) Addrs() []multiaddr.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()})
+	if err != nil { // only for an empty peer id, which a running host never has
+		return nil
+	}
+	return slices.Clip(addrs)
+}
+
+// Close stops mDNS and the redialer, then the DHT, pubsub and the host, and
+// waits for every goroutine the node started. It is idempotent; later calls
+// return the first call's result.
+func (n *Host) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.disc != nil {
+			n.disc.close()
+		}
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		n.cancel() // stops the redialer, mDNS workers and pubsub
+		n.wg.Wait()
+		if err := n.dht.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: close dht: %w", err))
+		}
+		if err := n.h.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: close host: %w", err))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
