@@ -89,10 +89,9 @@
 // manager. With bootstrap peers the relay client is on by default: AutoRelay
 // with them as static relays, and hole punching.
 //
-// mDNS needs github.com/libp2p/zeroconf/v2 and github.com/miekg/dns, which
-// the module's go.mod does not list yet; until they are added, mDNS is
-// compiled in only with the build tag confab_mdns, and without it New logs
-// a warning and runs without LAN discovery (ErrMDNSUnavailable).
+// Multicast is often missing in containers and some networks; mDNS then
+// finds nobody, or fails to start (logged as a warning, New still
+// succeeds), and bootstrap peers are the fallback.
 //
 // # Limits
 //

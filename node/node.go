@@ -153,12 +153,12 @@ func New(opts ...Option) (*Host, error) {
 		for range mdnsWorkers {
 			n.wg.Go(n.disc.work)
 		}
+		// LAN discovery is best effort: a host without a multicast-capable
+		// interface (common in containers) still works through bootstrap
+		// peers, so a failing mDNS start is logged, not fatal.
 		svc, err := startMDNS(h, n.disc)
-		switch {
-		case errors.Is(err, ErrMDNSUnavailable):
-			n.log.Warn("mdns: not compiled in (build tag confab_mdns); LAN discovery is off")
-		case err != nil:
-			return fail(fmt.Errorf("node: mdns: %w", err))
+		if err != nil {
+			n.log.Warn("mdns: not started; LAN discovery is off", "err", err)
 		}
 		n.mdns = svc
 	}

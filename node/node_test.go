@@ -181,7 +181,7 @@ func TestNewOptionErrors(t *testing.T) {
 func TestCloseIdempotentNoLeak(t *testing.T) {
 	defer goleak.VerifyNone(t, leakOpts()...)
 	// a is built like a rendezvous, b like an agent behind it.
-	a := newHost(t, WithMDNS(mdnsCompiled), WithRelayService(relayv2.DefaultResources()),
+	a := newHost(t, WithMDNS(true), WithRelayService(relayv2.DefaultResources()),
 		WithDHTServer(true), WithConnLimitPerIP(64), WithConnLimits(10, 20))
 	b := newHost(t, WithBootstrap(addrStrings(a)...))
 	eventually(t, 15*time.Second, "bootstrap connect", func() bool { return connected(b, a) })
@@ -220,10 +220,24 @@ func TestAddrs(t *testing.T) {
 	}
 }
 
-func TestMDNS(t *testing.T) {
-	if !mdnsCompiled {
-		t.Skip("mDNS not compiled in (build tag confab_mdns)")
+func TestDefaultListen(t *testing.T) {
+	h, err := New(WithIdentity(newKey(t)), WithMDNS(false))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer h.Close()
+	var tcp, quic bool
+	for _, a := range h.Host().Addrs() {
+		s := a.String()
+		tcp = tcp || strings.Contains(s, "/tcp/")
+		quic = quic || strings.Contains(s, "/quic-v1")
+	}
+	if !tcp || !quic {
+		t.Errorf("default listen addrs %v: tcp=%v quic=%v, want both", h.Host().Addrs(), tcp, quic)
+	}
+}
+
+func TestMDNS(t *testing.T) {
 	t.Run("on", func(t *testing.T) {
 		defer goleak.VerifyNone(t, leakOpts()...)
 		a := newHost(t, WithMDNS(true))

@@ -228,7 +228,3 @@ func WithResourceScale(memory int64, fds int) Option {
 		return nil
 	}
 }
-
-// ErrMDNSUnavailable: this build has no mDNS support (see doc.go). New logs
-// a warning and continues without LAN discovery.
-var ErrMDNSUnavailable = errors.New("node: mdns not compiled in")
