@@ -143,6 +143,9 @@ func New(opts ...Option) (*Host, error) {
 	}
 
 	for _, ai := range cfg.bootstrap {
+		if ai.ID == h.ID() { // a rendezvous listed among its own bootstrap peers
+			continue
+		}
 		h.ConnManager().Protect(ai.ID, "confab-bootstrap")
 		r := newRedialer(n, ai)
 		n.wg.Go(r.run)
