@@ -73,6 +73,12 @@ func New(opts ...Option) (*Host, error) {
 			cfg.listen = append(cfg.listen, multiaddr.StringCast(s))
 		}
 	}
+	self, err := peer.IDFromPrivateKey(cfg.key)
+	if err != nil {
+		return nil, fmt.Errorf("node: identity: %w", err)
+	}
+	// A rendezvous may be handed a list that includes itself.
+	cfg.bootstrap = slices.DeleteFunc(cfg.bootstrap, func(ai peer.AddrInfo) bool { return ai.ID == self })
 	relayClient := len(cfg.bootstrap) > 0
 	if cfg.relayClient != nil {
 		relayClient = *cfg.relayClient
@@ -143,9 +149,6 @@ func New(opts ...Option) (*Host, error) {
 	}
 
 	for _, ai := range cfg.bootstrap {
-		if ai.ID == h.ID() { // a rendezvous listed among its own bootstrap peers
-			continue
-		}
 		h.ConnManager().Protect(ai.ID, "confab-bootstrap")
 		r := newRedialer(n, ai)
 		n.wg.Go(r.run)
