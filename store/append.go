@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -103,52 +105,174 @@ func prepare(e *mesh.Envelope, p *prepared) error {
 	return nil
 }
 
-// commitLoop is the only writer: it takes one waiting Append, then every
-// other one already waiting (up to MaxBatch envelopes), writes and syncs them
-// together, and answers them all.
+// commitLoop is the only writer. It takes one waiting Append, then every
+// other one already waiting (up to MaxBatch envelopes), and writes them as
+// one batch. Batches are pipelined one deep: while badger writes and syncs
+// batch N, the loop collects and prepares batch N+1 in a transaction opened
+// before N was committed, consulting N's in-flight keys where that
+// transaction cannot see them. It waits for N before committing N+1, so
+// commits (and offsets) stay in order and N+1 is never acknowledged if N
+// failed. Callers are answered from badger's commit callback, after the sync.
 func (db *DB) commitLoop() {
 	defer db.wg.Done()
-	var batch []*appendReq
+	var (
+		reqs []*appendReq
+		prev *batch // committed, maybe not yet synced
+		txn  = db.bdb.NewTransaction(true)
+		last = 0 // requests in the previous batch
+	)
+	defer func() {
+		if prev != nil {
+			<-prev.done
+		}
+		txn.Discard()
+	}()
 	for {
 		select {
 		case <-db.closing:
 			return
 		case r := <-db.reqs:
-			batch = append(batch[:0], r)
+			reqs = append(reqs[:0], r)
 		}
-		n := len(batch[0].envs)
+		n := len(reqs[0].envs)
+		if last > 1 {
+			// The callers answered last round are runnable; let them
+			// resubmit so they join this batch instead of the next one
+			// (otherwise concurrent callers split into two alternating
+			// halves, each waiting two syncs).
+			runtime.Gosched()
+		}
 	collect:
 		for n < db.cfg.MaxBatch {
 			select {
 			case r := <-db.reqs:
-				batch = append(batch, r)
+				reqs = append(reqs, r)
 				n += len(r.envs)
 			default:
 				break collect
 			}
 		}
-		db.commit(batch)
-		for _, r := range batch {
-			close(r.done)
+		last = len(reqs)
+		// txn was opened before prev committed, so the writer consults
+		// prev's in-flight keys even if prev is settled below.
+		w := db.newWriter(txn, prev)
+		var prevErr error
+		if len(db.authors) >= maxAuthorCache {
+			// Only clear with nothing in flight: the cache must hold every
+			// author that prev wrote.
+			prevErr = db.settle(prev)
+			prev = nil
+			clear(db.authors)
 		}
-		clear(batch)
+		b := &batch{reqs: slices.Clone(reqs), done: make(chan struct{})}
+		clear(reqs)
+		err := db.build(w, b)
+		if e := db.settle(prev); e != nil {
+			prevErr = e
+		}
+		if prevErr != nil && err == nil {
+			err = fmt.Errorf("store: append: earlier batch failed: %w", prevErr)
+		}
+		prev = nil
+		// Opened now, after prev is done but before b commits, so that
+		// NewTransaction (which waits for every earlier commit) does not
+		// wait for b.
+		txn = db.bdb.NewTransaction(true)
+		if err != nil {
+			w.txn.Discard()
+			db.fail(b, err)
+			continue
+		}
+		db.batches.Add(1)
+		if w.count == 0 { // only duplicates: nothing to write
+			w.txn.Discard()
+			db.finish(b, nil)
+			continue
+		}
+		if err := w.finalize(); err != nil {
+			w.txn.Discard()
+			db.fail(b, err)
+			continue
+		}
+		w.txn.CommitWith(func(err error) { db.finish(b, err) })
+		prev = b
 	}
 }
 
-// writer splits one group commit into as few badger transactions as
-// badger's per-transaction limits allow (normally one).
+// batch is one group commit.
+type batch struct {
+	reqs        []*appendReq
+	stored      uint64
+	dups        uint64
+	newChannels map[string]bool
+	// ids and a/ keys this batch writes, for the next batch, whose
+	// transaction cannot see them until this one is done.
+	ids, akeys map[string]struct{}
+	done       chan struct{} // closed after the requests are answered
+	err        error         // set before done is closed
+}
+
+// finish answers b's callers; it runs on badger's callback goroutine (or the
+// committer) once b is durable or has failed.
+func (db *DB) finish(b *batch, err error) {
+	if err != nil {
+		err = fmt.Errorf("store: append: commit: %w", err)
+		db.log.Warn("append failed", "err", err)
+		for _, r := range b.reqs {
+			r.cursors, r.err = nil, err
+		}
+	} else {
+		db.syncs.Add(1)
+		db.appends.Add(b.stored)
+		db.dups.Add(b.dups)
+	}
+	b.err = err
+	for _, r := range b.reqs {
+		close(r.done)
+	}
+	close(b.done)
+}
+
+// fail answers b's callers with err without writing (more of) it.
+func (db *DB) fail(b *batch, err error) {
+	clear(db.authors) // may be ahead of what was written
+	db.finish(b, err)
+	<-b.done
+}
+
+// settle waits for the in-flight batch b (nil is fine) and folds its outcome
+// into the committer's state. It returns b's error.
+func (db *DB) settle(b *batch) error {
+	if b == nil {
+		return nil
+	}
+	<-b.done
+	if b.err != nil {
+		clear(db.authors) // may be ahead of what was written
+		return b.err
+	}
+	for ch := range b.newChannels {
+		db.channels[ch] = true
+	}
+	return nil
+}
+
+// writer collects one batch in a badger transaction, committing early (and
+// synchronously) only if badger's per-transaction limits demand it.
 type writer struct {
 	db                *DB
 	txn               *badger.Txn
+	prev              *batch // in flight while txn was opened; may be nil
 	size, count       int64
 	maxSize, maxCount int64
 	last              uint64 // highest offset written in txn
 }
 
-func (db *DB) newWriter() *writer {
+func (db *DB) newWriter(txn *badger.Txn, prev *batch) *writer {
 	return &writer{
-		db:  db,
-		txn: db.bdb.NewTransaction(true),
+		db:   db,
+		txn:  txn,
+		prev: prev,
 		// Half of badger's limits leaves room for o/last and estimate slack.
 		maxSize:  db.bdb.MaxBatchSize() / 2,
 		maxCount: db.bdb.MaxBatchCount() / 2,
@@ -170,23 +294,30 @@ func (w *writer) set(k, v []byte) error {
 	return w.txn.Set(k, v)
 }
 
-// flush commits (and, with SyncWrites, syncs) the current transaction and
-// starts a new one.
+// finalize records the last offset in the transaction about to commit.
+func (w *writer) finalize() error {
+	return w.txn.Set(keyLastOffset, binary.BigEndian.AppendUint64(nil, w.last))
+}
+
+// flush commits (and syncs) the current transaction now and starts a new
+// one. Only a batch too big for one transaction needs it.
 func (w *writer) flush() error {
-	if w.count == 0 {
-		return nil
-	}
-	if err := w.txn.Set(keyLastOffset, binary.BigEndian.AppendUint64(nil, w.last)); err != nil {
+	if err := w.finalize(); err != nil {
 		return err
 	}
-	err := w.txn.Commit()
+	err := w.txn.Commit() // ordered after prev's commit by badger
 	w.db.syncs.Add(1)
-	w.txn = w.db.bdb.NewTransaction(true)
+	w.txn = w.db.bdb.NewTransaction(true) // waits for prev; sees everything
 	w.size, w.count = 0, 0
 	return err
 }
 
-func (w *writer) exists(k []byte) (bool, error) {
+// exists reports whether k is stored or in inflight (the a/ keys of the
+// in-flight batch).
+func (w *writer) exists(k []byte, inflight map[string]struct{}) (bool, error) {
+	if _, ok := inflight[string(k)]; ok {
+		return true, nil
+	}
 	_, err := w.txn.Get(k)
 	switch {
 	case err == nil:
@@ -198,79 +329,64 @@ func (w *writer) exists(k []byte) (bool, error) {
 	}
 }
 
-// commit writes batch and sets every request's cursors and err.
-func (db *DB) commit(batch []*appendReq) {
-	db.batches.Add(1)
-	w := db.newWriter()
-	defer func() { w.txn.Discard() }()
-	var stored, dups uint64
-	seen := make(map[string]struct{})
-	newChannels := make(map[string]bool)
-	err := func() error {
-		for _, r := range batch {
-			r.cursors = make([]string, len(r.envs))
-			for i := range r.envs {
-				p := &r.envs[i]
-				if _, ok := seen[string(p.id)]; ok {
-					dups++
-					continue
-				}
-				seen[string(p.id)] = struct{}{}
-				off, err := db.write(w, p, newChannels)
-				if err != nil {
-					return fmt.Errorf("store: append %s: %w", p.env.ID, err)
-				}
-				if off == 0 {
-					dups++
-					continue
-				}
-				stored++
-				r.cursors[i] = formatCursor(off)
+// build adds b's envelopes to w and sets every request's cursors.
+func (db *DB) build(w *writer, b *batch) error {
+	b.newChannels = make(map[string]bool)
+	b.ids = make(map[string]struct{})
+	b.akeys = make(map[string]struct{})
+	for _, r := range b.reqs {
+		r.cursors = make([]string, len(r.envs))
+		for i := range r.envs {
+			p := &r.envs[i]
+			if _, ok := b.ids[string(p.id)]; ok {
+				b.dups++
+				continue
 			}
+			off, err := db.write(w, b, p)
+			if err != nil {
+				return fmt.Errorf("store: append %s: %w", p.env.ID, err)
+			}
+			if off == 0 {
+				b.dups++
+				continue
+			}
+			b.stored++
+			r.cursors[i] = formatCursor(off)
 		}
-		if err := w.flush(); err != nil {
-			return fmt.Errorf("store: append: commit: %w", err)
-		}
-		return nil
-	}()
-	if err != nil {
-		// Some transactions may have been committed; the caller retries and
-		// idempotence makes that safe. Offsets handed out are never reused.
-		for _, r := range batch {
-			r.cursors, r.err = nil, err
-		}
-		clear(db.authors) // may be ahead of what was written
-		db.log.Warn("append failed", "err", err)
-		return
 	}
-	for ch := range newChannels {
-		db.channels[ch] = true
-	}
-	db.appends.Add(stored)
-	db.dups.Add(dups)
 	if db.nextOffset > 1 {
 		db.lastOffset.Store(db.nextOffset - 1)
 	}
+	return nil
 }
 
 // write adds one envelope to w and returns its offset, or 0 if its id is
-// already stored.
-func (db *DB) write(w *writer, p *prepared, newChannels map[string]bool) (uint64, error) {
+// already stored (or being stored by the in-flight batch).
+func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
+	var prevIDs, prevAkeys map[string]struct{}
+	var prevChannels map[string]bool
+	if w.prev != nil {
+		prevIDs, prevAkeys, prevChannels = w.prev.ids, w.prev.akeys, w.prev.newChannels
+	}
 	e := p.env
 	mk := msgKey(p.id)
 	lk := logKey(e.Channel, db.nextOffset)
 	ak := authorKey(e.Channel, e.From, e.Seq)
 	hk := highKey(e.Channel, e.From)
-	est := int64(len(mk)+9+len(p.bin)+len(lk)+len(ak)+2*len(p.id)+len(hk)+8+len(e.Channel)+8) + 6*16
+	est := int64(len(mk)+9+len(p.bin)+len(lk)+len(ak)+2*len(p.id)+len(hk)+16+len(e.Channel)+8) + 6*16
 	if err := w.room(est, 6); err != nil {
 		return 0, err
 	}
-	if ok, err := w.exists(mk); err != nil || ok {
+	if _, ok := prevIDs[string(p.id)]; ok {
+		return 0, nil
+	}
+	if ok, err := w.exists(mk, nil); err != nil || ok {
 		return 0, err
 	}
 	off := db.nextOffset
 	db.nextOffset++
 	w.last = off
+	b.ids[string(p.id)] = struct{}{}
 
 	v := make([]byte, 0, 9+len(p.bin))
 	v = append(v, msgVersion)
@@ -282,22 +398,22 @@ func (db *DB) write(w *writer, p *prepared, newChannels map[string]bool) (uint64
 	if err := w.set(lk, p.id); err != nil {
 		return 0, err
 	}
-	if !db.channels[e.Channel] && !newChannels[e.Channel] {
+	if !db.channels[e.Channel] && !b.newChannels[e.Channel] && !prevChannels[e.Channel] {
 		if err := w.set(channelKey(e.Channel), nil); err != nil {
 			return 0, err
 		}
-		newChannels[e.Channel] = true
+		b.newChannels[e.Channel] = true
 	}
 
 	// Author index and high-water mark. A second, different envelope with an
 	// author's existing seq (the author equivocated) stays in the arrival log
 	// but the index keeps the first.
-	st, err := db.author(w, e.Channel, e.From)
+	st, err := db.author(w, hk)
 	if err != nil {
 		return 0, err
 	}
 	if e.Seq <= st.max {
-		if taken, err := w.exists(ak); err != nil {
+		if taken, err := w.exists(ak, prevAkeys); err != nil {
 			return 0, err
 		} else if taken {
 			db.log.Warn("author reused a seq; keeping the first in the author index",
@@ -308,12 +424,13 @@ func (db *DB) write(w *writer, p *prepared, newChannels map[string]bool) (uint64
 	if err := w.set(ak, p.id); err != nil {
 		return 0, err
 	}
+	b.akeys[string(ak)] = struct{}{}
 	st.max = max(st.max, e.Seq)
 	if e.Seq == st.hw+1 {
 		// Filling the gap at hw+1 may join a run of later seqs stored earlier.
 		st.hw = e.Seq
 		for st.hw < st.max {
-			ok, err := w.exists(authorKey(e.Channel, e.From, st.hw+1))
+			ok, err := w.exists(authorKey(e.Channel, e.From, st.hw+1), prevAkeys)
 			if err != nil {
 				return 0, err
 			}
@@ -322,66 +439,55 @@ func (db *DB) write(w *writer, p *prepared, newChannels map[string]bool) (uint64
 			}
 			st.hw++
 		}
-		if err := w.set(hk, binary.BigEndian.AppendUint64(nil, st.hw)); err != nil {
-			return 0, err
-		}
 	}
-	return off, nil
+	return off, w.set(hk, encodeHigh(*st))
 }
 
-// authorState caches, per channel and author, the high-water mark and the
-// highest seq in the author index, so an in-order append needs no index
-// reads. Owned by the committer; cleared when a commit fails or it grows
-// past maxAuthorCache.
+// authorState is the h/ value of an author in a channel: the contiguous
+// high-water mark and the highest seq in the author index. The committer
+// caches it so an in-order append needs no index reads. Owned by the
+// committer; cleared when a commit fails, and between batches (with nothing
+// in flight) when it has grown past maxAuthorCache. So it always holds every
+// author the in-flight batch wrote, whose h/ the next batch's transaction
+// cannot see yet.
 type authorState struct{ hw, max uint64 }
 
 const maxAuthorCache = 1 << 16
 
-// author returns the cached state of (channel, from), loading it through w.
-func (db *DB) author(w *writer, channel, from string) (*authorState, error) {
-	ck := channel + "\x00" + from
-	if st, ok := db.authors[ck]; ok {
-		return st, nil
-	}
-	hw, err := w.highWater(highKey(channel, from))
-	if err != nil {
-		return nil, err
-	}
-	st := &authorState{hw: hw, max: hw}
-	prefix := authorPrefix(channel, from)
-	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
-	it.Seek(authorKey(channel, from, ^uint64(0)))
-	if it.Valid() {
-		k := it.Item().Key()
-		if len(k) != len(prefix)+8 {
-			it.Close()
-			return nil, fmt.Errorf("%w: author key %q", ErrCorrupt, k)
-		}
-		st.max = max(st.max, be64(k[len(prefix):]))
-	}
-	it.Close()
-	if len(db.authors) >= maxAuthorCache {
-		clear(db.authors)
-	}
-	db.authors[ck] = st
-	return st, nil
+func encodeHigh(st authorState) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), st.hw), st.max)
 }
 
-func (w *writer) highWater(hk []byte) (uint64, error) {
+func decodeHigh(v []byte) (authorState, bool) {
+	if len(v) != 16 {
+		return authorState{}, false
+	}
+	return authorState{hw: be64(v), max: be64(v[8:])}, true
+}
+
+// author returns the cached state under h/ key hk, loading it through w.
+func (db *DB) author(w *writer, hk []byte) (*authorState, error) {
+	if st, ok := db.authors[string(hk)]; ok {
+		return st, nil
+	}
+	st := &authorState{}
 	item, err := w.txn.Get(hk)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var hw uint64
-	err = item.Value(func(v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("high-water %q: %w", hk, ErrCorrupt)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		err = item.Value(func(v []byte) error {
+			var ok bool
+			if *st, ok = decodeHigh(v); !ok {
+				return fmt.Errorf("%w: high-water %q", ErrCorrupt, hk)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		hw = be64(v)
-		return nil
-	})
-	return hw, err
+	}
+	db.authors[string(hk)] = st
+	return st, nil
 }

@@ -22,14 +22,16 @@
 //	m/<id>                            -> 0x01 | offset | mesh.Envelope.Marshal()
 //	l/<channel> 0x00 <offset>         -> id   arrival log (After, Before)
 //	a/<channel> 0x00 <from> 0x00 <seq> -> id   author index (Since)
-//	h/<channel> 0x00 <from>           -> seq  contiguous high-water mark (HighWater)
+//	h/<channel> 0x00 <from>           -> hw | max  high-water mark (HighWater), highest seq
 //	c/<channel>                       -> ""   channel list (Channels)
 //	o/last                            -> offset of the last envelope written
 //
 // All keys of one envelope, and o/last, are written in one badger
-// transaction. The high-water mark is maintained on append: when seq is
-// mark+1, the mark advances over every following seq already in the author
-// index, so gaps filled out of order close at once. If an author signs two
+// transaction. The high-water mark hw (highest S with 1..S all stored) is
+// maintained on append: when seq is hw+1, hw advances over every following
+// seq already in the author index (at most up to max, the highest seq seen),
+// so gaps filled out of order close at once, and an in-order append reads no
+// index key. If an author signs two
 // different envelopes with one seq, both are stored and logged, and the
 // author index keeps the first.
 //
@@ -62,15 +64,24 @@
 // goroutine, then hands the request to the committer, which takes it and
 // every other request already waiting, up to MaxBatch envelopes, writes them
 // in one badger transaction (more only if badger's transaction size limit
-// demands), syncs once, and answers them all. Being the only writer, it
-// checks duplicates and updates high-water marks without conflicts, and
-// assigns offsets in commit order. Reads run in badger read transactions
-// (consistent snapshots) in the caller's goroutine.
+// demands), syncs once, and answers them all from badger's commit callback.
+// Being the only writer, it checks duplicates and updates high-water marks
+// without conflicts, and assigns offsets in commit order.
+//
+// Batches are pipelined one deep: while badger writes and syncs batch N, the
+// committer prepares batch N+1 in a transaction opened before N committed,
+// consulting N's in-flight ids and author keys (and its per-author cache)
+// where that transaction cannot see N. It waits for N before committing N+1,
+// so commits stay in offset order, and if N fails N+1 fails too rather than
+// report as duplicates envelopes that were never written. Reads run in
+// badger read transactions (consistent snapshots) in the caller's goroutine.
 //
 // Lock order: DB.mu (read-held by readers, write-held once by Close) is the
 // only mutex of the package; badger's locks are internal to it and never held
-// across our calls. Committer-owned state (next offset, known channels) is
-// touched only by the committer goroutine after New returns.
+// across our calls. Committer-owned state (next offset, known channels, the
+// per-author cache) is touched only by the committer goroutine after New
+// returns; badger's callback goroutine touches only the finished batch, its
+// requests and atomic counters.
 //
 // # Lifecycle
 //

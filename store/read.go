@@ -209,10 +209,13 @@ func (db *DB) HighWater(ctx context.Context, channel string) (map[string]uint64,
 			item := it.Item()
 			author := string(item.Key()[len(prefix):])
 			err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
+				st, ok := decodeHigh(v)
+				if !ok {
 					return fmt.Errorf("%w: high-water of %q", ErrCorrupt, author)
 				}
-				m[author] = be64(v)
+				if st.hw > 0 {
+					m[author] = st.hw
+				}
 				return nil
 			})
 			if err != nil {
