@@ -21,6 +21,9 @@ type prepared struct {
 	env *mesh.Envelope
 	id  []byte // 32 raw bytes of env.ID
 	bin []byte // env.Marshal()
+	// tokens are the search words of env (envelopeTokens), found here so
+	// the committer does not tokenize.
+	tokens []string
 }
 
 // appendReq is one Append call waiting for the committer.
@@ -101,7 +104,7 @@ func prepare(e *mesh.Envelope, p *prepared) error {
 	if string(sum[:]) != string(id) {
 		return fmt.Errorf("store: append %s: %w: id does not match content", e.ID, ErrInvalid)
 	}
-	*p = prepared{env: e, id: id, bin: bin}
+	*p = prepared{env: e, id: id, bin: bin, tokens: envelopeTokens(e)}
 	return nil
 }
 
@@ -374,7 +377,8 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	ak := authorKey(e.Channel, e.From, e.Seq)
 	hk := highKey(e.Channel, e.From)
 	est := int64(len(mk)+9+len(p.bin)+len(lk)+len(ak)+2*len(p.id)+len(hk)+16+len(e.Channel)+8) + 6*16
-	if err := w.room(est, 6); err != nil {
+	isize, icount := indexEntries(p)
+	if err := w.room(est+isize, 6+icount); err != nil {
 		return 0, err
 	}
 	if _, ok := prevIDs[string(p.id)]; ok {
@@ -396,6 +400,9 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 		return 0, err
 	}
 	if err := w.set(lk, p.id); err != nil {
+		return 0, err
+	}
+	if err := db.writeIndex(w, p, off); err != nil {
 		return 0, err
 	}
 	if !db.channels[e.Channel] && !b.newChannels[e.Channel] && !prevChannels[e.Channel] {

@@ -124,3 +124,32 @@ func BenchmarkAppendOneTxnPerMsg(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppendInMemory is the CPU ceiling of the append path (validation,
+// group commit, badger's memtable) with no disk: compare it with
+// BenchmarkAppendSynced to see how much of that figure the fsyncs cost.
+func BenchmarkAppendInMemory(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.InMemory = true
+	cfg.Logger = quietLogger()
+	db, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var ch atomic.Int64
+	b.SetParallelism(512)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		g := newBenchEnvs(b, "#bench"+strconv.FormatInt(ch.Add(1)%4, 10))
+		for pb.Next() {
+			if _, err := db.Append(ctx, []*mesh.Envelope{g.next()}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envs/s")
+}

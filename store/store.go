@@ -53,16 +53,31 @@ type Config struct {
 	// GCDiscardRatio is passed to badger's RunValueLogGC: a value-log file is
 	// rewritten when at least this fraction of it is stale. Default 0.5.
 	GCDiscardRatio float64
+	// MaxAge deletes envelopes that arrived at this store longer ago than
+	// this (by the arrival time the store records, not the author's ts).
+	// Default 0: keep forever.
+	MaxAge time.Duration
+	// MaxBytes deletes the oldest envelopes while the stored envelope records
+	// (binary envelope plus 9 bytes each; indexes and badger's overhead are
+	// not counted) total more than this. Default 0: unlimited.
+	MaxBytes int64
+	// RetentionInterval is how often the retention sweeper runs when MaxAge
+	// or MaxBytes is set. Default 1 minute; negative disables the sweeper.
+	RetentionInterval time.Duration
+	// Now is the clock for arrival times and MaxAge. Default time.Now.
+	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults listed on Config's fields; set Dir (or
 // InMemory) before calling New.
 func DefaultConfig() Config {
 	return Config{
-		MaxBatch:       1024,
-		Logger:         slog.Default(),
-		GCInterval:     10 * time.Minute,
-		GCDiscardRatio: 0.5,
+		MaxBatch:          1024,
+		Logger:            slog.Default(),
+		GCInterval:        10 * time.Minute,
+		GCDiscardRatio:    0.5,
+		RetentionInterval: time.Minute,
+		Now:               time.Now,
 	}
 }
 
@@ -76,6 +91,15 @@ type Stats struct {
 	LastOffset uint64 // highest arrival offset assigned
 	LSMBytes   int64  // badger LSM size on disk (updated by badger about once a minute)
 	VlogBytes  int64  // badger value-log size on disk
+
+	Searches      uint64 // Search calls that succeeded
+	SearchErrors  uint64 // Search calls that failed (invalid query included)
+	SearchResults uint64 // envelopes returned by Search
+	Expired       uint64 // envelopes deleted for MaxAge
+	Trimmed       uint64 // envelopes deleted for MaxBytes
+	Sweeps        uint64 // completed retention passes
+	StoredBytes   int64  // envelope record bytes stored, as of the last pass (0 before one)
+	StoredCount   int64  // envelopes stored, as of the last pass
 }
 
 // DB is confab's message history. All methods are safe for concurrent use.
@@ -100,14 +124,20 @@ type DB struct {
 	authors    map[string]*authorState
 
 	appends, dups, rejected, batches, syncs, lastOffset atomic.Uint64
+
+	idx indexState // search and retention; see index.go
 }
 
 // New opens (creating if needed) the store described by cfg. Defaults for
 // zero fields: MaxBatch 1024, Logger slog.Default(), GCInterval 10 minutes,
-// GCDiscardRatio 0.5. Dir is required unless InMemory. If another process (or
-// another DB in this process) uses Dir, New fails with an error wrapping
-// ErrLocked. New starts a committer goroutine and, on disk, a value-log GC
-// goroutine; the caller must call Close.
+// GCDiscardRatio 0.5, MaxAge and MaxBytes 0 (keep everything),
+// RetentionInterval 1 minute, Now time.Now. Dir is required unless InMemory.
+// If another process (or another DB in this process) uses Dir, New fails
+// with an error wrapping ErrLocked. If the search index is missing or of an older version (a store
+// written before search existed), New rebuilds it from the stored envelopes
+// before returning. New starts a committer goroutine, on disk a value-log GC
+// goroutine, and with MaxAge or MaxBytes set a retention sweeper; the caller
+// must call Close.
 func New(cfg Config) (*DB, error) {
 	def := DefaultConfig()
 	if cfg.MaxBatch == 0 {
@@ -122,11 +152,21 @@ func New(cfg Config) (*DB, error) {
 	if cfg.GCDiscardRatio == 0 {
 		cfg.GCDiscardRatio = def.GCDiscardRatio
 	}
+	if cfg.RetentionInterval == 0 {
+		cfg.RetentionInterval = def.RetentionInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = def.Now
+	}
 	switch {
 	case cfg.MaxBatch < 0:
 		return nil, fmt.Errorf("store: config: MaxBatch %d is negative", cfg.MaxBatch)
 	case cfg.GCDiscardRatio <= 0 || cfg.GCDiscardRatio >= 1:
 		return nil, fmt.Errorf("store: config: GCDiscardRatio %v not in (0,1)", cfg.GCDiscardRatio)
+	case cfg.MaxAge < 0:
+		return nil, fmt.Errorf("store: config: MaxAge %v is negative", cfg.MaxAge)
+	case cfg.MaxBytes < 0:
+		return nil, fmt.Errorf("store: config: MaxBytes %d is negative", cfg.MaxBytes)
 	case !cfg.InMemory && cfg.Dir == "":
 		return nil, errors.New("store: config: Dir is required unless InMemory")
 	}
@@ -170,7 +210,11 @@ func New(cfg Config) (*DB, error) {
 		channels: make(map[string]bool),
 		authors:  make(map[string]*authorState),
 	}
-	if err := db.recover(); err != nil {
+	err = db.recover()
+	if err == nil {
+		err = db.recoverIndex()
+	}
+	if err != nil {
 		bdb.Close()
 		unlock()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
@@ -180,6 +224,10 @@ func New(cfg Config) (*DB, error) {
 	if !cfg.InMemory && cfg.GCInterval > 0 {
 		db.wg.Add(1)
 		go db.gcLoop()
+	}
+	if (cfg.MaxAge > 0 || cfg.MaxBytes > 0) && cfg.RetentionInterval > 0 {
+		db.wg.Add(1)
+		go db.retainLoop()
 	}
 	return db, nil
 }
@@ -249,6 +297,15 @@ func (db *DB) Stats() Stats {
 		Batches:    db.batches.Load(),
 		Syncs:      db.syncs.Load(),
 		LastOffset: db.lastOffset.Load(),
+
+		Searches:      db.idx.searches.Load(),
+		SearchErrors:  db.idx.searchErrors.Load(),
+		SearchResults: db.idx.searchResults.Load(),
+		Expired:       db.idx.expired.Load(),
+		Trimmed:       db.idx.trimmed.Load(),
+		Sweeps:        db.idx.sweeps.Load(),
+		StoredBytes:   db.idx.storedBytes.Load(),
+		StoredCount:   db.idx.storedCount.Load(),
 	}
 	db.mu.RLock()
 	defer db.mu.RUnlock()

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/google/go-cmp/cmp"
@@ -555,12 +556,16 @@ func TestCloseIdempotentNoLeak(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Logger = quietLogger()
+	cfg.GCInterval = time.Millisecond // the GC goroutine must run and stop too
 	db, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := newKey(t)
 	appendAll(t, db, signed(t, k, "#a", 1, "x"))
+	for i := uint64(2); i < 20; i++ {
+		appendAll(t, db, signed(t, k, "#a", i, "x"))
+	}
 	for i := range 3 {
 		if err := db.Close(); err != nil {
 			t.Errorf("Close #%d: %v", i, err)

@@ -1,0 +1,235 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// sweepBatch caps how many envelopes one retention transaction deletes.
+const sweepBatch = 256
+
+// retainLoop runs a retention pass every RetentionInterval until Close.
+func (db *DB) retainLoop() {
+	defer db.wg.Done()
+	t := time.NewTicker(db.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.closing:
+			return
+		case <-t.C:
+		}
+		if _, err := db.sweep(); err != nil && !errors.Is(err, ErrClosed) {
+			db.log.Warn("retention sweep", "err", err)
+		}
+	}
+}
+
+// sweep runs one retention pass: it counts the envelopes stored since the
+// last pass, deletes the oldest (by offset) while they are older than MaxAge
+// or the total is over MaxBytes, then runs the value-log GC if it deleted
+// anything. It returns how many envelopes it deleted. It stops early, with
+// ErrClosed, when Close starts.
+func (db *DB) sweep() (int, error) {
+	x := &db.idx
+	x.sweepMu.Lock()
+	defer x.sweepMu.Unlock()
+	if err := db.countNew(); err != nil {
+		return 0, fmt.Errorf("store: sweep: %w", err)
+	}
+	cutoff := int64(math.MinInt64)
+	if db.cfg.MaxAge > 0 {
+		cutoff = db.cfg.Now().Add(-db.cfg.MaxAge).UnixMilli()
+	}
+	deleted := 0
+	for {
+		select {
+		case <-db.closing:
+			return deleted, fmt.Errorf("store: sweep: %w", ErrClosed)
+		default:
+		}
+		n, more, err := db.sweepBatch(cutoff)
+		deleted += n
+		if err != nil {
+			return deleted, fmt.Errorf("store: sweep: %w", err)
+		}
+		if !more {
+			break
+		}
+	}
+	x.sweeps.Add(1)
+	x.storedBytes.Store(x.total)
+	x.storedCount.Store(x.count)
+	if deleted > 0 && !db.cfg.InMemory {
+		db.runValueLogGC()
+	}
+	return deleted, nil
+}
+
+// countNew adds the g/ entries after x.scanned to the running total.
+func (db *DB) countNew() error {
+	x := &db.idx
+	return db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival)})
+		defer it.Close()
+		for it.Seek(arrivalKey(x.scanned + 1)); it.Valid(); it.Next() {
+			item := it.Item()
+			var a arrival
+			err := item.Value(func(v []byte) (err error) {
+				a, err = decodeArrival(item.Key(), v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			x.total += a.size
+			x.count++
+			x.scanned = a.off
+		}
+		return nil
+	})
+}
+
+// sweepBatch deletes, in one transaction, up to sweepBatch of the oldest
+// envelopes that are older than cutoff (unix ms) or that keep the total over
+// MaxBytes. It returns how many it deleted and whether more may qualify.
+func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
+	x := &db.idx
+	txn := db.bdb.NewTransaction(true)
+	defer txn.Discard()
+	var (
+		victims []arrival
+		more    bool
+		total   = x.total
+	)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival)})
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		var a arrival
+		err := item.Value(func(v []byte) (err error) {
+			a, err = decodeArrival(item.Key(), v)
+			return err
+		})
+		if err != nil {
+			it.Close()
+			return 0, false, err
+		}
+		if a.off > x.scanned || (a.ms >= cutoff && (db.cfg.MaxBytes <= 0 || total <= db.cfg.MaxBytes)) {
+			break
+		}
+		if len(victims) == sweepBatch {
+			more = true
+			break
+		}
+		victims = append(victims, a)
+		total -= a.size
+	}
+	it.Close() // an update transaction allows one iterator at a time
+
+	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
+	var entries, size int64
+	done := 0
+	for _, a := range victims {
+		keys, err := envelopeKeys(txn, a)
+		if err != nil {
+			return 0, false, err
+		}
+		var sz int64
+		for _, k := range keys {
+			sz += int64(len(k)) + 16
+		}
+		if done > 0 && (entries+int64(len(keys)) > maxCount || size+sz > maxSize) {
+			more = true // the rest goes to the next transaction
+			break
+		}
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return 0, false, err
+			}
+		}
+		entries += int64(len(keys))
+		size += sz
+		done++
+	}
+	if done == 0 {
+		return 0, false, nil
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, false, err
+	}
+	for _, a := range victims[:done] {
+		if a.ms < cutoff {
+			x.expired.Add(1)
+		} else {
+			x.trimmed.Add(1)
+		}
+		x.total -= a.size
+		x.count--
+	}
+	return done, more, nil
+}
+
+// envelopeKeys returns every key that refers to the envelope of arrival
+// entry a: its g/ entry, its postings, its arrival-log entry, its message and
+// its author-index entry (if that points to it: an equivocating author's
+// second envelope is not in the author index). h/ and c/ keys stay, so
+// HighWater never drops and Channels still lists the channel.
+func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, error) {
+	keys := [][]byte{arrivalKey(a.off)}
+	env, off, err := getMsg(txn, a.id)
+	if errors.Is(err, ErrNotFound) {
+		return keys, nil // inconsistent, but nothing else can be found
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range envelopeTokens(env) {
+		keys = append(keys, postingKey(t, a.off))
+	}
+	keys = append(keys, logKey(env.Channel, a.off))
+	if off != a.off {
+		return keys, nil // m/ belongs to another offset: keep it
+	}
+	keys = append(keys, msgKey(a.id))
+	ak := authorKey(env.Channel, env.From, env.Seq)
+	item, err := txn.Get(ak)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		err := item.Value(func(v []byte) error {
+			if bytes.Equal(v, a.id) {
+				keys = append(keys, ak)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// runValueLogGC rewrites value-log files until none is worth it.
+func (db *DB) runValueLogGC() {
+	for {
+		select {
+		case <-db.closing:
+			return
+		default:
+		}
+		err := db.bdb.RunValueLogGC(db.cfg.GCDiscardRatio)
+		if err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				db.log.Warn("value-log gc", "err", err)
+			}
+			return
+		}
+	}
+}
