@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/redact"
 )
 
 func idCmd(g *globals) *cobra.Command {
@@ -104,6 +105,11 @@ func sendCmd(g *globals) *cobra.Command {
 				}
 				text = string(b)
 			}
+			text, found := redact.Redact(text, os.Environ())
+			kinds := redact.Kinds(found)
+			if len(found) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "confab: redacted %d secret(s): %s\n", len(found), strings.Join(kinds, ", "))
+			}
 			if len(text) > mesh.MaxContentLen {
 				return fmt.Errorf("message too large: over %d bytes (limit %d)", len(text)-1, mesh.MaxContentLen)
 			}
@@ -117,7 +123,11 @@ func sendCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				printJSON(cmd, map[string]any{"id": ack.ID, "channel": target, "seq": ack.Seq, "cursor": ack.Cursor})
+				out := map[string]any{"id": ack.ID, "channel": target, "seq": ack.Seq, "cursor": ack.Cursor}
+				if len(kinds) > 0 {
+					out["redacted"] = kinds
+				}
+				printJSON(cmd, out)
 			} else {
 				fmt.Fprintf(cmd.OutOrStdout(), "sent %s\n", ack.ID)
 			}
