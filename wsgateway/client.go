@@ -193,6 +193,10 @@ func connError(err error) error {
 			return &Error{Code: CodePolicy, Message: ce.Text}
 		case CloseGoingAway:
 			return &Error{Code: CodeClosed, Message: ce.Text}
+		case CloseUnauthorized:
+			return &Error{Code: CodeUnauthorized, Message: ce.Text}
+		case CloseDisplaced:
+			return &Error{Code: CodeDisplaced, Message: ce.Text}
 		}
 	}
 	return fmt.Errorf("wsgateway: connection: %w", err)
@@ -268,6 +272,8 @@ func reqOfReply(f Frame) string {
 		return f.Req
 	case *ErrorFrame:
 		return f.Req
+	case *SeqReply:
+		return f.Req
 	}
 	return ""
 }
@@ -334,7 +340,7 @@ func (c *Client) await(ctx context.Context, req string, ch chan Frame, f Frame) 
 			return nil, err
 		}
 		if ef, isErr := r.(*ErrorFrame); isErr {
-			return nil, &Error{Code: ef.Code, Message: ef.Message, Cursor: ef.Cursor}
+			return nil, &Error{Code: ef.Code, Message: ef.Message, Cursor: ef.Cursor, Next: ef.Next}
 		}
 		return r, nil
 	case <-ctx.Done():

@@ -14,6 +14,7 @@ type Error struct {
 	Code    string // one of the Code* constants
 	Message string
 	Cursor  string // with CodeResume: resume the subscription with since = Cursor
+	Next    uint64 // with CodeSeqGap: the seq the author must use next (0 if unknown)
 }
 
 func (e *Error) Error() string {
@@ -97,6 +98,8 @@ func decodeRequest(b []byte) (Frame, string, *Error) {
 		f = &Auth{}
 	case TypePing:
 		f = &Ping{}
+	case TypeSeq:
+		f = &SeqRequest{}
 	default:
 		return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 	}
@@ -187,12 +190,14 @@ func validateRequest(f Frame) *Error {
 	case *InfoRequest:
 		return needReq(f.Req)
 	case *Auth:
-		if f.Peer == "" || len(f.Peer) > 64 || len(f.Sig) == 0 || len(f.Sig) > maxAuthSigLen {
+		if f.Peer == "" || len(f.Peer) > 64 || len(f.Sig) == 0 || len(f.Sig) > maxAuthSigLen || len(f.Secret) > maxSecretLen {
 			return errorf(CodeBadFrame, "auth: peer and sig required")
 		}
 		return needReq(f.Req)
 	case *Ping:
 		return nil
+	case *SeqRequest:
+		return validateSeq(f)
 	}
 	return errorf(CodeUnknownType, "not a request frame: %s", f.Type())
 }
@@ -226,6 +231,8 @@ func DecodeReply(b []byte) (Frame, error) {
 		f = &ErrorFrame{}
 	case TypePong:
 		f = &Pong{}
+	case TypeSeq:
+		f = &SeqReply{}
 	default:
 		return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 	}
@@ -287,6 +294,8 @@ func validateReply(f Frame) *Error {
 			f.Message = f.Message[:maxErrMessageLen]
 		}
 	case *Pong:
+	case *SeqReply:
+		return needReq(f.Req)
 	}
 	return nil
 }

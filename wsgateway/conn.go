@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/confabhq/confab/mesh"
 )
@@ -46,6 +48,16 @@ type conn struct {
 
 	bad int      // bad frames in a row (reader only)
 	sub *pumpRef // the active subscription (reader only)
+
+	// Remote mode (auth.go). kick is written by other goroutines, authed
+	// read by the auth timer; the rest is owned by the reader.
+	kick    chan kick     // a last frame to send ahead of the queue
+	authed  atomic.Bool   // set once auth succeeded
+	gateway string        // the node's peer id, bound into AuthBytes
+	nonce   []byte        // the welcome nonce; nil once an auth spent it
+	peer    string        // authenticated peer id
+	joined  []string      // channels this connection joined
+	limiter *rate.Limiter // the identity's request rate
 }
 
 // pumpRef is the reader's handle on a subscription pump goroutine.
@@ -72,6 +84,7 @@ func newConn(s *Server, ws *websocket.Conn) *conn {
 		out:        make(chan outFrame, s.cfg.SendQueue),
 		readerDone: make(chan struct{}),
 		closeSent:  make(chan struct{}),
+		kick:       make(chan kick, 1),
 	}
 }
 
@@ -82,6 +95,7 @@ func (c *conn) serve() {
 	info := c.s.cfg.Backend.Info()
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
+	c.nonce, c.gateway = nonce, info.ID
 	w := &Welcome{V: ProtocolVersion, Node: info.ID, Name: info.Name, Mode: c.s.cfg.Mode, Nonce: nonce}
 	data, err := EncodeFrame(w)
 	if err != nil {
@@ -92,6 +106,16 @@ func (c *conn) serve() {
 	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
 		c.log.Debug("gateway welcome", "err", err)
 		return
+	}
+	if c.s.cfg.Mode == ModeRemote {
+		t := time.AfterFunc(c.s.cfg.Remote.AuthTimeout, func() {
+			if !c.authed.Load() {
+				c.s.metrics.authTimeouts.Add(1)
+				c.kickOut(&ErrorFrame{Code: CodeAuthTimeout, Message: "no auth within the handshake timeout"}, CloseUnauthorized, "auth timeout")
+			}
+		})
+		defer t.Stop()
+		defer c.s.unregister(c)
 	}
 	g, ctx := errgroup.WithContext(c.s.ctx)
 	c.g = g
@@ -163,10 +187,17 @@ func (c *conn) writeLoop(ctx context.Context) error {
 					return fmt.Errorf("write: %w", err)
 				}
 			}
+			c.s.metrics.framesOut.Add(1)
 			if f.closeCode != 0 {
 				c.writeClose(f.closeCode, f.closeText)
 				return errFinal
 			}
+		case k := <-c.kick:
+			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			if c.ws.WriteMessage(websocket.TextMessage, k.data) == nil {
+				c.writeClose(k.code, k.text)
+			}
+			return errFinal
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 				return fmt.Errorf("ping: %w", err)
@@ -210,6 +241,7 @@ func (c *conn) readLoop(ctx context.Context) error {
 				CloseTooLarge, "frame too large")
 			return errReadLimit
 		}
+		c.s.metrics.framesIn.Add(1)
 		var f Frame
 		var req string
 		var derr *Error
@@ -218,9 +250,24 @@ func (c *conn) readLoop(ctx context.Context) error {
 		} else {
 			f, req, derr = decodeRequest(data)
 		}
-		if derr != nil {
+		var gate *ErrorFrame
+		if derr == nil {
+			var bad bool
+			if gate, bad = c.remoteGate(f); gate != nil && !bad {
+				c.s.metrics.rateLimited.Add(1)
+				if err := c.send(ctx, gate); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if derr != nil || gate != nil {
 			c.bad++
-			ef := &ErrorFrame{Req: req, Code: derr.Code, Message: derr.Message}
+			c.s.metrics.badFrames.Add(1)
+			ef := gate
+			if derr != nil {
+				ef = &ErrorFrame{Req: req, Code: derr.Code, Message: derr.Message}
+			}
 			if c.bad > cfg.MaxBadFrames {
 				ef.Code, ef.Message = CodePolicy, fmt.Sprintf("more than %d bad frames in a row", cfg.MaxBadFrames)
 				c.final(ctx, ef, ClosePolicy, "too many bad frames")
@@ -246,10 +293,18 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 	var err error
 	switch f := f.(type) {
 	case *Join:
-		err = b.Join(ctx, f.Channel)
+		if c.s.cfg.Mode == ModeRemote {
+			err = c.remoteJoin(ctx, f.Channel)
+		} else {
+			err = b.Join(ctx, f.Channel)
+		}
 		reply = &OK{Req: f.Req}
 	case *Leave:
-		err = b.Leave(ctx, f.Channel)
+		if c.s.cfg.Mode == ModeRemote {
+			err = c.remoteLeave(f.Channel)
+		} else {
+			err = b.Leave(ctx, f.Channel)
+		}
 		reply = &OK{Req: f.Req}
 	case *Send:
 		if c.s.cfg.Mode != ModeLocal {
@@ -260,8 +315,17 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		reply = ackOf(f.Req, rec)
 	case *Publish:
 		if err = f.Envelope.Verify(); err == nil {
+			err = c.checkPublish(f.Envelope)
+		}
+		if err == nil {
 			var rec mesh.Record
 			rec, err = b.Publish(ctx, f.Envelope)
+			if isSeqGap(err) && ctx.Err() == nil {
+				return c.send(ctx, c.seqGap(ctx, f.Req, f.Envelope))
+			}
+			if err == nil {
+				c.s.metrics.published.Add(1)
+			}
 			reply = ackOf(f.Req, rec)
 		}
 	case *Subscribe:
@@ -289,7 +353,12 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 	case *InfoRequest:
 		reply = &InfoReply{Req: f.Req, Info: InfoToWire(b.Info())}
 	case *Auth:
+		if c.s.cfg.Mode == ModeRemote {
+			return c.authenticate(ctx, f)
+		}
 		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "auth is for remote mode; this connection already acts as the node"})
+	case *SeqRequest:
+		reply, err = c.nextSeq(ctx, f)
 	case *Ping:
 		reply = &Pong{Req: f.Req}
 	}
@@ -333,6 +402,8 @@ func reqOf(f Frame) string {
 		return f.Req
 	case *Ping:
 		return f.Req
+	case *SeqRequest:
+		return f.Req
 	}
 	return ""
 }
@@ -369,6 +440,8 @@ func codeOf(err error) string {
 		return CodeBadFrame
 	case errors.Is(err, mesh.ErrBadCursor):
 		return CodeBadCursor
+	case errors.Is(err, mesh.ErrSeqGap):
+		return CodeSeqGap
 	case errors.Is(err, mesh.ErrClosed), errors.Is(err, context.Canceled):
 		return CodeClosed
 	}

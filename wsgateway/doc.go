@@ -5,9 +5,15 @@
 // A Server fronts a Backend (*mesh.Mesh). In local mode it is served on a
 // 0600 unix socket in the agent's home: the operating system's permission
 // check is the authentication, the connection acts as the node and the node
-// signs what it sends. Remote mode (thin clients that hold their own key,
-// authenticate by signing the welcome nonce and publish envelopes they
-// signed) is reserved in the frames and not served yet.
+// signs what it sends. In remote mode (a rendezvous, on TCP) thin clients
+// hold their own key: the welcome carries a fresh nonce, the client signs
+// AuthBytes(nonce, gateway id, client id) in an auth frame, and may then only
+// publish envelopes whose From is its own id; the gateway verifies them and
+// hands them to the Backend unchanged, so it can never forge one. Remote mode
+// adds per-IP connection caps, an auth timeout, a per-identity request rate,
+// a per-connection join cap, an origin check and an optional join secret
+// (RemoteConfig); a second connection of one identity displaces the first
+// (close 4009, do not reconnect automatically).
 //
 // Lifecycle: New validates the Config; ServeUnix (or an http.Server using
 // Handler) serves; Close stops listeners, closes every hijacked connection
@@ -25,8 +31,9 @@
 // sent a "resume" error with its last cursor and closed with code 4008.
 //
 // Concurrency: Server and Client methods are safe for concurrent use.
-// Locks: Server.mu guards the connection set and listeners and is never held
-// while doing I/O or taking another lock. Client.mu guards pending requests
+// Locks: Server.mu guards the connection set, listeners, per-IP counts and
+// the identity table, and is never held while doing I/O or taking another
+// lock. Client.mu guards pending requests
 // and the subscription; Client.wmu serialises writes; wmu is never taken
 // while mu is held.
 package wsgateway

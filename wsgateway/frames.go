@@ -21,7 +21,6 @@ const (
 	ModeLocal Mode = "local"
 	// ModeRemote: a thin client holding its own Ed25519 key authenticates
 	// with an "auth" frame and may only "publish" envelopes it signed itself.
-	// Reserved: not served yet.
 	ModeRemote Mode = "remote"
 )
 
@@ -90,6 +89,7 @@ const (
 	maxDecodeLen     = 16 << 20
 	maxNonceLen      = 64
 	maxAuthSigLen    = 128
+	maxSecretLen     = 1024
 	maxListItems     = 4096 // peers, caps, addrs, records in a reply
 	maxErrMessageLen = 1024
 )
@@ -163,13 +163,15 @@ type InfoRequest struct {
 	Req string `json:"req"`
 }
 
-// Auth is reserved for remote mode: the client proves it holds the key of
-// Peer by signing the welcome nonce (see docs). A local-mode server answers
-// it with CodeUnsupported.
+// Auth authenticates a remote-mode connection: Sig is Peer's Ed25519
+// signature over AuthBytes(welcome nonce, gateway node id, Peer). Secret is
+// the gateway's join secret, if it has one. A local-mode server answers it
+// with CodeUnsupported.
 type Auth struct {
-	Req  string `json:"req"`
-	Peer string `json:"peer"`
-	Sig  []byte `json:"sig"`
+	Req    string `json:"req"`
+	Peer   string `json:"peer"`
+	Sig    []byte `json:"sig"`
+	Secret string `json:"secret,omitempty"`
 }
 
 // Ping asks for a Pong carrying the same req. WebSocket pings already keep
@@ -241,6 +243,7 @@ type ErrorFrame struct {
 	Code    string `json:"code"`
 	Message string `json:"message,omitempty"`
 	Cursor  string `json:"cursor,omitempty"`
+	Next    uint64 `json:"next,omitempty"` // with CodeSeqGap: the seq the author must use next
 }
 
 // Pong answers Ping.

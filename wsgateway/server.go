@@ -51,7 +51,8 @@ var (
 type Config struct {
 	Backend Backend      // required
 	Logger  *slog.Logger // default: discard
-	Mode    Mode         // default ModeLocal; ModeRemote is not served yet
+	Mode    Mode         // default ModeLocal
+	Remote  RemoteConfig // ModeRemote only: auth, per-IP and per-identity limits; see RemoteConfig
 
 	MaxFrame          int           // largest client frame in bytes; default 256 KiB
 	SendQueue         int           // frames queued for one connection's writer; default 1024
@@ -98,7 +99,13 @@ func (c *Config) fill() error {
 	if c.Mode == "" {
 		c.Mode = d.Mode
 	}
-	if c.Mode != ModeLocal {
+	switch c.Mode {
+	case ModeLocal:
+	case ModeRemote:
+		if err := c.Remote.fill(); err != nil {
+			return err
+		}
+	default:
 		return fmt.Errorf("mode %q: %w", c.Mode, errors.ErrUnsupported)
 	}
 	setInt := func(p *int, def int) {
@@ -146,11 +153,15 @@ type Server struct {
 	wg       sync.WaitGroup // one per running connection handler
 	once     sync.Once
 
+	metrics metrics
+
 	mu      sync.Mutex // guards the fields below
 	closed  bool
 	active  int // connections admitted, including ones still upgrading
 	conns   map[*conn]struct{}
 	servers []*unixServer
+	perIP   map[string]int   // remote mode: admitted connections per IP
+	peers   map[string]*conn // remote mode: the connection of each authenticated identity
 }
 
 type unixServer struct {
@@ -166,7 +177,8 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, fmt.Errorf("wsgateway: new: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}),
+		perIP: make(map[string]int), peers: make(map[string]*conn)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -175,6 +187,9 @@ func New(cfg Config) (*Server, error) {
 		// Refusing any Origin keeps a page from abusing a local-mode Handler
 		// mounted on TCP by mistake (cross-site WebSocket hijacking).
 		CheckOrigin: func(r *http.Request) bool { return r.Header.Get("Origin") == "" },
+	}
+	if cfg.Mode == ModeRemote {
+		s.upgrader.CheckOrigin = s.cfg.Remote.checkOrigin
 	}
 	return s, nil
 }
@@ -316,19 +331,34 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) admit() bool {
+// admit reserves a connection slot for a request from ip ("" = not
+// limited per IP). It returns the HTTP status to refuse with, or 0.
+func (s *Server) admit(ip string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.active >= s.cfg.MaxConns {
-		return false
+		s.metrics.refusedFull.Add(1)
+		return http.StatusServiceUnavailable
+	}
+	if s.cfg.Mode == ModeRemote && ip != "" {
+		if s.perIP[ip] >= s.cfg.Remote.MaxConnsPerIP {
+			s.metrics.refusedPerIP.Add(1)
+			return http.StatusTooManyRequests
+		}
+		s.perIP[ip]++
 	}
 	s.active++
 	s.wg.Add(1)
-	return true
+	return 0
 }
 
-func (s *Server) release(c *conn) {
+func (s *Server) release(c *conn, ip string) {
 	s.mu.Lock()
+	if s.cfg.Mode == ModeRemote && ip != "" {
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+	}
 	s.active--
 	if c != nil {
 		delete(s.conns, c)
@@ -338,21 +368,26 @@ func (s *Server) release(c *conn) {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.admit() {
-		http.Error(w, "gateway full or closing", http.StatusServiceUnavailable)
+	ip := remoteIP(r)
+	if status := s.admit(ip); status != 0 {
+		http.Error(w, "gateway full or closing, or too many connections from your address", status)
 		return
+	}
+	if !s.upgrader.CheckOrigin(r) {
+		s.metrics.refusedOrigin.Add(1)
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil) // replies to the client itself on error
 	if err != nil {
-		s.release(nil)
+		s.release(nil, ip)
 		s.log.Debug("gateway upgrade failed", "err", err)
 		return
 	}
+	s.metrics.accepted.Add(1)
 	c := newConn(s, ws)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	defer s.release(c)
+	defer s.release(c, ip)
 	c.serve()
 }
 

@@ -612,7 +612,10 @@ func TestConfig(t *testing.T) {
 	}{
 		{"defaults", Config{Backend: b}, true},
 		{"no backend", Config{}, false},
-		{"remote not yet", Config{Backend: b, Mode: ModeRemote}, false},
+		{"remote", Config{Backend: b, Mode: ModeRemote}, true},
+		{"remote bad origin", Config{Backend: b, Mode: ModeRemote, Remote: RemoteConfig{AllowedOrigins: []string{"evil"}}}, false},
+		{"remote negative per-IP", Config{Backend: b, Mode: ModeRemote, Remote: RemoteConfig{MaxConnsPerIP: -1}}, false},
+		{"bogus mode", Config{Backend: b, Mode: "bogus"}, false},
 		{"tiny frame", Config{Backend: b, MaxFrame: 10}, false},
 		{"pong shorter than ping", Config{Backend: b, PingInterval: time.Minute, PongTimeout: time.Second}, false},
 		{"negative queue", Config{Backend: b, SendQueue: -1}, false},

@@ -17,6 +17,14 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeAlreadySubscribed, Message: "unsubscribe first"})
 	}
 	b := c.s.cfg.Backend
+	if c.s.cfg.Mode == ModeRemote && len(f.Channels) == 0 {
+		// A remote client's "every channel" is every channel it joined
+		// here, not everything the node archives.
+		if len(c.joined) == 0 {
+			return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeNotJoined, Message: "join a channel (or name channels) before subscribing"})
+		}
+		f.Channels = slices.Clone(c.joined)
+	}
 	sub := b.Subscribe(f.Channels, c.s.cfg.SubscriptionQueue)
 	var m *merger
 	if f.Since != "" {
@@ -93,6 +101,7 @@ func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger
 				err := sub.Err()
 				if errors.Is(err, mesh.ErrSlowConsumer) {
 					c.log.Info("gateway subscriber too slow; asking it to resume", "cursor", last)
+					c.s.metrics.slow.Add(1)
 					c.final(ctx, &ErrorFrame{Req: req, Code: CodeResume, Cursor: last,
 						Message: "subscriber too slow: resubscribe with since=cursor"}, CloseResume, closeTextResume)
 					return
