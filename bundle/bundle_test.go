@@ -102,6 +102,9 @@ func TestHandoff(t *testing.T) {
 	if err := Import(ctx, dst, got, offer, sender); err != nil {
 		t.Fatal(err)
 	}
+	if ents, _ := filepath.Glob(filepath.Join(recvStore, ".check-*")); len(ents) != 0 {
+		t.Errorf("Import left %v behind", ents)
+	}
 	// Importing twice is harmless.
 	if err := Import(ctx, dst, got, offer, sender); err != nil {
 		t.Fatalf("second Import: %v", err)
@@ -235,6 +238,12 @@ func TestCreateRefusesOptions(t *testing.T) {
 			t.Errorf("Create(%q) = %+v, %v; want ErrBadRev", revs, o, err)
 		}
 	}
+	// An inherited GIT_DIR (as inside a hook) does not redirect git.
+	t.Setenv("GIT_DIR", filepath.Join(t.TempDir(), "elsewhere"))
+	if _, _, err := Create(ctxT(t), src, []string{"main"}, t.TempDir()); err != nil {
+		t.Errorf("Create with GIT_DIR set: %v", err)
+	}
+	os.Unsetenv("GIT_DIR")
 	git(t, src, "checkout", "-q", "--detach")
 	if _, _, err := Create(ctxT(t), src, nil, store); !errors.Is(err, ErrNoBranch) {
 		t.Errorf("Create on detached HEAD = %v, want ErrNoBranch", err)
@@ -343,5 +352,49 @@ func TestImportRefusesBadObject(t *testing.T) {
 	}
 	if after := refsOf(t, dst); after != before {
 		t.Errorf("refs changed:\n%s", after)
+	}
+}
+
+// TestSHA256Repository: 64-hex object ids go through Create, ParseOffer,
+// Import and Apply.
+func TestSHA256Repository(t *testing.T) {
+	needGit(t)
+	ctx := ctxT(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git(t, src, "init", "-q", "-b", "main", "--object-format=sha256")
+	writeFile(t, filepath.Join(src, "f"), []byte("f\n"))
+	git(t, src, "add", ".")
+	git(t, src, "commit", "-q", "-m", "one")
+	offer, path, err := Create(ctx, src, nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := offer.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offer, err = ParseOffer(wire); err != nil {
+		t.Fatal(err)
+	}
+	if len(offer.Refs[0].Commit) != 64 {
+		t.Fatalf("object id %q, want 64 hex", offer.Refs[0].Commit)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dst, "init", "-q", "--object-format=sha256")
+	sender := "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+	if err := Import(ctx, dst, path, offer, sender); err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(ctx, dst, offer, sender, "", "got"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := git(t, dst, "rev-parse", "got"), git(t, src, "rev-parse", "main"); got != want {
+		t.Errorf("got %s, want %s", got, want)
 	}
 }

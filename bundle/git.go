@@ -51,9 +51,23 @@ func runGit(ctx context.Context, dir string, stdin io.Reader, args ...string) ([
 func gitCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "git", append(append([]string{}, gitSafe...), args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0", "LC_ALL=C")
+	cmd.Env = append(cleanEnv(), "GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0", "LC_ALL=C")
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+// cleanEnv is the process environment without GIT_* variables: an inherited
+// GIT_DIR, GIT_OBJECT_DIRECTORY or GIT_CONFIG_* (as inside a git hook) would
+// point git at another repository or configuration than the one named.
+func cleanEnv() []string {
+	env := os.Environ()
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "GIT_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 type limitedBuffer struct {
@@ -420,7 +434,8 @@ func strictCheck(ctx context.Context, repoDir, gitDir, path string) error {
 			break
 		}
 	}
-	tmp, err := os.MkdirTemp("", "confab-quarantine-")
+	// Next to the bundle (the store), not in $TMPDIR, which may be memory.
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".check-")
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,6 @@ var (
 	ErrBusy         = errors.New("bundle: sender busy")
 	ErrInProgress   = errors.New("bundle: fetch of this bundle already in progress")
 	ErrNotFound     = errors.New("bundle: not found")
-	ErrClosed       = errors.New("bundle: server closed")
 	ErrProtocol     = errors.New("bundle: protocol error")
 )
 

@@ -425,7 +425,8 @@ var inflight = struct {
 // left by an earlier call is resumed (its bytes are re-read and hashed);
 // a broken stream is retried from where it stopped, with backoff, until
 // fetchAttempts consecutive attempts make no progress. progress, if not nil,
-// is called after every chunk with the bytes held and the total.
+// is called on Fetch's goroutine after every chunk with the bytes held and
+// the total; it must return quickly. A canceled Fetch keeps its .part.
 // The stream may use a limited (relayed) connection. If storeDir/<hash>
 // already holds the right bytes Fetch returns at once.
 // Errors wrap ErrBadOffer, ErrUnavailable, ErrBusy, ErrHashMismatch,

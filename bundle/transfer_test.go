@@ -2,7 +2,9 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 func TestFetchResumesAfterReset(t *testing.T) {
@@ -226,7 +230,9 @@ func TestLargeTransfer(t *testing.T) {
 	}
 	needGit(t)
 	leakCheck(t)
-	ctx := ctxT(t)
+	// Generous: on a loaded 2-core machine git alone can take a minute here.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	src := filepath.Join(t.TempDir(), "big")
 	initRepo(t, src)
 	// Random data does not compress: store it, so git spends no time trying.
@@ -337,5 +343,81 @@ func BenchmarkTransfer(b *testing.B) {
 		b.StopTimer()
 		os.RemoveAll(recv)
 		b.StartTimer()
+	}
+}
+
+// BenchmarkRawStream is the ceiling for BenchmarkTransfer: the same bytes
+// over a bare libp2p stream between the same kind of hosts, from memory to
+// io.Discard, with no files and no hashing.
+func BenchmarkRawStream(b *testing.B) {
+	sh, rh := pair(b)
+	const size = 64 << 20
+	const proto = "/confab/bench-raw/1"
+	chunk := randomBytes(ChunkSize, 7)
+	sh.SetStreamHandler(proto, func(st network.Stream) {
+		defer st.Close()
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := st.Write(chunk); err != nil {
+				st.Reset()
+				return
+			}
+		}
+	})
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		st, err := rh.NewStream(ctxT(b), sh.ID(), proto)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.CopyBuffer(io.Discard, st, make([]byte, ChunkSize))
+		st.Close()
+		if err != nil || n != size {
+			b.Fatalf("read %d bytes: %v", n, err)
+		}
+	}
+}
+
+// TestFetchCanceledThenResumed: a Fetch canceled mid-way keeps its .part, and
+// the next Fetch continues from it over a new stream.
+func TestFetchCanceledThenResumed(t *testing.T) {
+	leakCheck(t)
+	sh, rh := pair(t)
+	sendStore, recvStore := t.TempDir(), t.TempDir()
+	data := randomBytes(16<<20, 8)
+	offer := storeFile(t, sendStore, data)
+	var omu sync.Mutex
+	var offsets []int64
+	srv := newServer(t, sh, sendStore, withOnServe(func(_ string, off int64) {
+		omu.Lock()
+		offsets = append(offsets, off)
+		omu.Unlock()
+	}))
+	srv.Offer(offer.Hash, rh.ID())
+
+	ctx, cancel := context.WithCancel(ctxT(t))
+	_, err := Fetch(ctx, rh, sh.ID(), offer, recvStore, func(done, total int64) {
+		if done >= 1<<20 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled Fetch = %v, want context.Canceled", err)
+	}
+	fi, err := os.Stat(filepath.Join(recvStore, "incoming", offer.Hash+".part"))
+	if err != nil || fi.Size() < 1<<20 || fi.Size() >= int64(len(data)) {
+		t.Fatalf(".part after cancel: %v, %v", fi, err)
+	}
+	path, err := Fetch(ctxT(t), rh, sh.ID(), offer, recvStore, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileHash(t, path) != offer.Hash {
+		t.Fatal("resumed file differs")
+	}
+	omu.Lock()
+	defer omu.Unlock()
+	if len(offsets) != 2 || offsets[1] != fi.Size() {
+		t.Errorf("requests at %v, want [0 %d]", offsets, fi.Size())
 	}
 }
