@@ -18,12 +18,16 @@ func upCmd(g *globals) *cobra.Command {
 		join     string
 		noMDNS   bool
 		logLevel string
+		bg       bool
 	)
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run this agent's node (until interrupted)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bg {
+				return upBackground(cmd, g) // daemon.go
+			}
 			home, err := agent.ResolveHome(g.home)
 			if err != nil {
 				return err
@@ -41,6 +45,7 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer writePIDFile(home)() // after Close: `confab down` waits for it
 			defer a.Close()
 			served := make(chan error, 1)
 			go func() { served <- a.Serve() }()
@@ -70,6 +75,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&cfg.Rendezvous, "rendezvous", nil, "rendezvous multiaddr with /p2p/<id> (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery")
 	f.StringVar(&join, "join", "", "channels to join, comma-separated (e.g. #general,#ops)")
+	f.BoolVar(&bg, "background", false, "run detached; log to <home>/confab.log; print the peer id once it is up")
 	f.StringVar(&logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	return c
 }
