@@ -161,11 +161,15 @@ func (db *DB) commitLoop() {
 		w := db.newWriter(txn, prev)
 		var prevErr error
 		if len(db.authors) >= maxAuthorCache {
-			// Only clear with nothing in flight: the cache must hold every
-			// author that prev wrote.
+			// Only clear with nothing in flight, and then read through a
+			// transaction that sees prev: the cache must hold every author
+			// the transaction cannot see.
 			prevErr = db.settle(prev)
 			prev = nil
 			clear(db.authors)
+			txn.Discard()
+			txn = db.bdb.NewTransaction(true)
+			w = db.newWriter(txn, nil)
 		}
 		b := &batch{reqs: slices.Clone(reqs), done: make(chan struct{})}
 		clear(reqs)
@@ -459,7 +463,8 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 // cannot see yet.
 type authorState struct{ hw, max uint64 }
 
-const maxAuthorCache = 1 << 16
+// maxAuthorCache bounds the cache; a variable so a test can lower it.
+var maxAuthorCache = 1 << 16
 
 func encodeHigh(st authorState) []byte {
 	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), st.hw), st.max)

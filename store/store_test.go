@@ -802,3 +802,47 @@ func TestAppendLargerThanOneTxn(t *testing.T) {
 		t.Errorf("high water %d, want %d", got, n)
 	}
 }
+
+// TestSmallAuthorCache forces the committer's per-author cache to be cleared
+// between almost every batch while batches are in flight.
+func TestSmallAuthorCache(t *testing.T) {
+	defer func(n int) { maxAuthorCache = n }(maxAuthorCache)
+	maxAuthorCache = 2
+	db := open(t, "")
+	const authors, per = 6, 25
+	var wg sync.WaitGroup
+	froms := make([]string, authors)
+	for a := range authors {
+		k := newKey(t)
+		var envs []*mesh.Envelope
+		for i := range per {
+			envs = append(envs, signed(t, k, "#s", uint64(i+1), nth("m", i)))
+		}
+		// Swap neighbours so gaps open and close across batches.
+		for i := 0; i+1 < per; i += 2 {
+			envs[i], envs[i+1] = envs[i+1], envs[i]
+		}
+		froms[a] = envs[0].From
+		wg.Go(func() {
+			for _, e := range envs {
+				if _, err := db.Append(ctx, []*mesh.Envelope{e, envs[0]}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	hw, err := db.HighWater(ctx, "#s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range froms {
+		if hw[f] != per {
+			t.Errorf("high water of %s = %d, want %d", f, hw[f], per)
+		}
+	}
+	if st := db.Stats(); st.Appends != authors*per {
+		t.Errorf("appends = %d, want %d", st.Appends, authors*per)
+	}
+}
