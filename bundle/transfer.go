@@ -327,7 +327,7 @@ func (s *Server) serve(st network.Stream, remote peer.ID, log *slog.Logger) erro
 	_, ok := s.allow[q.Hash][remote]
 	s.mu.Unlock()
 	if !ok {
-		log.Info("bundle request refused: not offered to this peer", "hash", q.Hash)
+		log.Debug("bundle request refused: not offered to this peer", "hash", q.Hash)
 		return s.reply(st, codeUnavailable)
 	}
 	f, err := os.Open(filepath.Join(s.storeDir, q.Hash))
