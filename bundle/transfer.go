@@ -224,8 +224,8 @@ func NewServer(h host.Host, storeDir string, logger *slog.Logger, opts ...Server
 	return s, nil
 }
 
-// Offer allows peer to to fetch the bundle with the given hash. An invalid
-// hash is ignored: no request can name it.
+// Offer puts (hash, to) on the allowlist: a bundle is served only to the
+// peers it was offered to. An invalid hash is ignored: no request can name it.
 func (s *Server) Offer(hash string, to peer.ID) {
 	if !ValidHash(hash) {
 		return
