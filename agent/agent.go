@@ -76,6 +76,7 @@ type Agent struct {
 	host *node.Host
 	mesh *mesh.Mesh
 	gw   *wsgateway.Server
+	fol  *follower // asks rendezvous nodes to follow our channels (rendezvous.go)
 	log  *slog.Logger
 	once sync.Once
 }
@@ -142,6 +143,9 @@ func New(cfg Config) (_ *Agent, err error) {
 			return nil, fmt.Errorf("agent: join %s: %w", c, err)
 		}
 	}
+	if len(cfg.Rendezvous) > 0 {
+		a.fol = startFollower(a.host, a.mesh, cfg.Rendezvous, log)
+	}
 	gc := wsgateway.DefaultConfig()
 	gc.Backend = wsgateway.FromMesh(a.mesh)
 	gc.Logger = log
@@ -173,6 +177,9 @@ func (a *Agent) Close() error {
 	a.once.Do(func() {
 		if a.gw != nil {
 			errs = append(errs, a.gw.Close())
+		}
+		if a.fol != nil {
+			a.fol.close()
 		}
 		if a.mesh != nil {
 			errs = append(errs, a.mesh.Close())

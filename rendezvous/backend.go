@@ -1,0 +1,44 @@
+package rendezvous
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/store"
+	"github.com/confabhq/confab/wsgateway"
+)
+
+// backend is what the rendezvous's gateway serves: the archive mesh, with
+// joins bounded by the follower's limits and the next-seq lookup thin
+// clients need.
+type backend struct {
+	wsgateway.Backend
+	f  *follower
+	db *store.DB
+}
+
+var _ wsgateway.SeqBackend = (*backend)(nil)
+
+// Join makes the archive follow channel, within MaxChannels.
+func (b *backend) Join(ctx context.Context, channel string) error {
+	why, err := b.f.join(ctx, channel)
+	if why == RefusedTotalLimit {
+		return &wsgateway.Error{Code: wsgateway.CodePolicy, Message: err.Error()}
+	}
+	return err
+}
+
+// NextSeq is one past author's contiguous high-water mark on channel: the
+// seq the mesh expects next (the mesh derives its expectation from the same
+// mark when it loads a channel).
+func (b *backend) NextSeq(ctx context.Context, channel, author string) (uint64, error) {
+	if !mesh.ValidChannel(channel) {
+		return 0, fmt.Errorf("rendezvous: next seq %q: %w", channel, mesh.ErrBadChannel)
+	}
+	hw, err := b.db.HighWater(ctx, channel)
+	if err != nil {
+		return 0, fmt.Errorf("rendezvous: next seq %s: %w", channel, err)
+	}
+	return hw[author] + 1, nil
+}
