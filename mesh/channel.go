@@ -15,6 +15,10 @@ import (
 // it is dropped (catch-up recovers it); local sends wait for room.
 const inQueue = 4096
 
+// maxBatchBytes bounds the content of one batch so that it fits one store
+// transaction (badger's limit is a fraction of its memtable).
+const maxBatchBytes = 4 << 20
+
 // item is one unit of work for a channel's loop: a local send (local), a
 // pre-signed envelope to store and publish (env+publish), or a verified
 // envelope from gossip or catch-up (env).
@@ -23,6 +27,13 @@ type item struct {
 	env     *Envelope
 	publish bool
 	reply   chan result
+}
+
+func (it *item) size() int {
+	if it.local != nil {
+		return len(it.local.Content) + 512
+	}
+	return len(it.env.Content) + 512
 }
 
 type result struct {
@@ -228,6 +239,7 @@ func (c *channel) run() {
 	tick := time.NewTicker(c.m.cfg.gapTimeout / 4)
 	defer tick.Stop()
 	batch := make([]*item, 0, c.m.cfg.maxBatch)
+	var it *item
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -236,14 +248,16 @@ func (c *channel) run() {
 		case <-tick.C:
 			c.expireGaps()
 			continue
-		case it := <-c.in:
+		case it = <-c.in:
 			batch = append(batch[:0], it)
 		}
+		size := it.size()
 	fill:
-		for len(batch) < c.m.cfg.maxBatch {
+		for len(batch) < c.m.cfg.maxBatch && size < maxBatchBytes {
 			select {
 			case it := <-c.in:
 				batch = append(batch, it)
+				size += it.size()
 			default:
 				break fill
 			}
