@@ -58,7 +58,9 @@ func TestHarnessTCP(t *testing.T) {
 // TestRatioColumns checks that a confab scenario gets one ratio column per
 // baseline of its comparison, computed from the medians.
 func TestRatioColumns(t *testing.T) {
-	res := func(v float64) Result { return Result{Metrics: []Metric{{Name: "rate", Unit: "msg/s", Value: v, Better: Higher}}} }
+	res := func(v float64) Result {
+		return Result{Metrics: []Metric{{Name: "rate", Unit: "msg/s", Value: v, Better: Higher}}}
+	}
 	rep := &report{Size: Tiny, Runs: 3, Outcomes: []outcome{
 		{S: Scenario{Name: "base", Compare: CompareChannel, Baseline: true}, Runs: []Result{res(100), res(90), res(110)}},
 		{S: Scenario{Name: "confab", Compare: CompareChannel}, Runs: []Result{res(300), res(250), res(1000)}},
@@ -178,4 +180,3 @@ func BenchmarkGossipsub(b *testing.B)    { benchScenario(b, "gossipsub") }
 func BenchmarkNATS(b *testing.B)         { benchScenario(b, "nats") }
 func BenchmarkGorilla(b *testing.B)      { benchScenario(b, "gorilla") }
 func BenchmarkBadger(b *testing.B)       { benchScenario(b, "badger") }
-

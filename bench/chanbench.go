@@ -40,16 +40,27 @@ type channelParams struct {
 	SearchBudget time.Duration // whole search per group size
 }
 
+// agentSizes, when set (-agents), replaces the group sizes of both sizes.
+var agentSizes []int
+
 func channelParamsFor(size Size) channelParams {
+	p := channelParamsBySize(size)
+	if len(agentSizes) > 0 {
+		p.Sizes = agentSizes
+	}
+	return p
+}
+
+func channelParamsBySize(size Size) channelParams {
 	if size == Full {
 		return channelParams{
-			Sizes: []int{2, 10, 50}, Warmup: 3 * time.Second, SteadyRate: 200, SteadyCount: 400,
+			Sizes: []int{2, 10, 50}, Warmup: 3 * time.Second, SteadyRate: 100, SteadyCount: 300,
 			TrialDur: time.Second, TrialMin: 200, TrialMax: 20000, StartRate: 100, MaxRate: 1 << 20,
 			Stall: 700 * time.Millisecond, SearchBudget: 60 * time.Second,
 		}
 	}
 	return channelParams{
-		Sizes: []int{2, 5}, Warmup: 1200 * time.Millisecond, SteadyRate: 200, SteadyCount: 60,
+		Sizes: []int{2, 5}, Warmup: 1200 * time.Millisecond, SteadyRate: 100, SteadyCount: 50,
 		TrialDur: 200 * time.Millisecond, TrialMin: 50, TrialMax: 2000, StartRate: 200, MaxRate: 12800,
 		Stall: 400 * time.Millisecond, SearchBudget: 8 * time.Second,
 	}

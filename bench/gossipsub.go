@@ -52,11 +52,6 @@ func setupGossipsub(ctx context.Context, n int, deliver func(int, []byte)) (chan
 		}
 		g.hosts = append(g.hosts, h)
 	}
-	for _, e := range topology(n) {
-		if err := connect(ctx, g.hosts[e[0]], g.hosts[e[1]]); err != nil {
-			return fail(err)
-		}
-	}
 	for i, h := range g.hosts {
 		ps, err := pubsub.NewGossipSub(rctx, h)
 		if err != nil {
@@ -85,6 +80,13 @@ func setupGossipsub(ctx context.Context, n int, deliver func(int, []byte)) (chan
 				}
 			}
 		}()
+	}
+	// Connect only once every host speaks /meshsub: a host that opens its
+	// pubsub stream to a peer without the handler yet gives up on that peer.
+	for _, e := range topology(n) {
+		if err := connect(ctx, g.hosts[e[0]], g.hosts[e[1]]); err != nil {
+			return fail(err)
+		}
 	}
 	return g, nil
 }

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +31,8 @@ func run() int {
 		out      = flag.String("out", "", "also write the markdown report to this file")
 		only     = flag.String("only", "", "comma-separated scenario names (default all)")
 		list     = flag.Bool("list", false, "list scenarios and exit")
+		agents   = flag.String("agents", "", "override the channel comparison's group sizes, e.g. 2,10 (default: tiny 2,5; full 2,10,50)")
+		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		dir      = flag.String("dir", "", "parent of the temp dirs of disk benchmarks (default $TMPDIR); must be on the disk being measured")
 	)
 	flag.Parse()
@@ -41,6 +45,16 @@ func run() int {
 		return 0
 	}
 	benchDir = *dir
+	if *agents != "" {
+		for _, a := range strings.Split(*agents, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(a))
+			if err != nil || n < 2 || n > 500 {
+				fmt.Fprintf(os.Stderr, "bench: -agents: %q is not a group size in 2..500\n", a)
+				return 2
+			}
+			agentSizes = append(agentSizes, n)
+		}
+	}
 	size := Size(*sizeFlag)
 	if size != Tiny && size != Full {
 		fmt.Fprintf(os.Stderr, "bench: -size must be tiny or full, not %q\n", *sizeFlag)
@@ -63,6 +77,20 @@ func run() int {
 		return 2
 	}
 	raiseNoFile(1 << 16)
+
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: cpuprofile: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: cpuprofile: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
