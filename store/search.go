@@ -182,11 +182,21 @@ type postings interface {
 }
 
 // list is one prefix|offset key range (s/<word> 0x00, or l/<channel> 0x00).
+// It remembers its position: the leapfrog join asks for ever smaller
+// offsets, so a list already at or below the target answers without
+// touching badger, and one just above it steps instead of seeking.
 type list struct {
-	it     *badger.Iterator
-	prefix []byte
-	key    []byte
+	it      *badger.Iterator
+	prefix  []byte
+	key     []byte
+	started bool
+	done    bool   // no offset <= the last target is left
+	cur     uint64 // current offset, when started && !done
 }
+
+// maxSteps is how many iterator steps list.seek tries before a seek: a step
+// is cheaper than a seek when the next wanted offset is near.
+const maxSteps = 4
 
 func newList(txn *badger.Txn, prefix []byte) *list {
 	return &list{
@@ -196,16 +206,39 @@ func newList(txn *badger.Txn, prefix []byte) *list {
 }
 
 func (l *list) seek(off uint64) (uint64, bool, error) {
+	switch {
+	case l.done:
+		return 0, false, nil
+	case l.started && l.cur <= off:
+		return l.cur, true, nil
+	case l.started:
+		for range maxSteps {
+			l.it.Next()
+			if err := l.load(); err != nil || l.done || l.cur <= off {
+				return l.cur, !l.done, err
+			}
+		}
+	}
+	l.started = true
 	l.key = binary.BigEndian.AppendUint64(append(l.key[:0], l.prefix...), off)
 	l.it.Seek(l.key)
+	err := l.load()
+	return l.cur, !l.done, err
+}
+
+// load reads the offset at the iterator's position.
+func (l *list) load() error {
 	if !l.it.Valid() {
-		return 0, false, nil
+		l.done = true
+		return nil
 	}
 	k := l.it.Item().Key()
 	if len(k) != len(l.prefix)+8 {
-		return 0, false, fmt.Errorf("%w: index key %q", ErrCorrupt, k)
+		l.done = true
+		return fmt.Errorf("%w: index key %q", ErrCorrupt, k)
 	}
-	return be64(k[len(l.prefix):]), true, nil
+	l.cur = be64(k[len(l.prefix):])
+	return nil
 }
 
 func (l *list) close() { l.it.Close() }
