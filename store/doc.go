@@ -25,15 +25,77 @@
 //	h/<channel> 0x00 <from>           -> hw | max  high-water mark (HighWater), highest seq
 //	c/<channel>                       -> ""   channel list (Channels)
 //	o/last                            -> offset of the last envelope written
+//	g/<offset>                        -> arrival ms | size u32 | id  global arrival log (retention, search)
+//	s/<word> 0x00 <offset>            -> ""   search postings, one per distinct word of an envelope
+//	o/index                           -> index version (s/ and g/ cover every envelope)
 //
-// All keys of one envelope, and o/last, are written in one badger
-// transaction. The high-water mark hw (highest S with 1..S all stored) is
+// All keys of one envelope (g/ and s/ included), and o/last, are written in
+// one badger transaction, and deleted in one. The high-water mark hw (highest S with 1..S all stored) is
 // maintained on append: when seq is hw+1, hw advances over every following
 // seq already in the author index (at most up to max, the highest seq seen),
 // so gaps filled out of order close at once, and an in-order append reads no
 // index key. If an author signs two
 // different envelopes with one seq, both are stored and logged, and the
 // author index keeps the first.
+//
+// # Search
+//
+// Search finds envelopes containing every word of a query (AND), newest
+// first. Words are maximal runs of Unicode letters and digits
+// (unicode.IsLetter, unicode.IsDigit), lowercased with unicode.ToLower, of at
+// least 2 runes and at most 64 bytes (longer runs, such as hashes and keys,
+// are dropped, not truncated); there is no stemming or accent folding. An
+// envelope's words are those of its Name and Content, distinct, at most 512
+// (the first ones). Envelopes of private channels ("~...") are not indexed at
+// all: their content is ciphertext, and who speaks in them is not for search.
+// The committer writes one s/<word> 0x00 <offset> key per word, with the
+// envelope. Words come from the caller's goroutine (Append tokenizes while it
+// validates), so the committer only writes keys.
+//
+// A query is at most 256 bytes and 8 distinct words; a '*' after the last
+// word makes it a prefix, expanded to at most 128 indexed words (a broader
+// prefix is allowed only beside an exact word, and then checked against each
+// match's words). Each word is a posting list of offsets; a prefix is the
+// union of its words' lists; a channel filter is one more list, the
+// channel's arrival log l/<channel>. The lists are intersected by a leapfrog
+// join walking offsets downwards (reverse badger iterators): each list seeks
+// to the current candidate offset, and a smaller answer becomes the new
+// candidate, so the join skips through long lists at the pace of the
+// shortest. A list already at or below the candidate does not move, and one
+// just above it steps instead of seeking. Matching offsets resolve to ids
+// through g/, then to envelopes through m/. Everything runs in one read
+// transaction, so a result is never an envelope deleted before the search
+// began. BenchmarkSearch measures it on 100k envelopes.
+//
+// Stores written before search existed have no o/index key: New then drops
+// any s/ and g/ keys and rebuilds both from m/, synchronously, before it
+// returns (cost: one pass over the stored envelopes; arrival times of the
+// rebuilt entries are the time of the rebuild). The same happens when
+// indexVersion changes.
+//
+// # Retention
+//
+// With Config.MaxAge or Config.MaxBytes set, a sweeper goroutine runs every
+// RetentionInterval. Age is measured from the arrival time the store records
+// in g/ (Config.Now at commit, never decreasing with offset even if the clock
+// steps back), not from the author's ts, so authors' clock skew cannot expire
+// or keep envelopes. Size is the sum of the stored m/ values (the binary
+// envelope plus 9 bytes); indexes and badger's own overhead are not counted,
+// so the disk holds more than MaxBytes. The sweeper counts the g/ entries
+// added since its last pass (a full count after a restart), then deletes
+// from the oldest offset up while an envelope is older than MaxAge or the
+// total is over MaxBytes, up to 256 envelopes per synced transaction, with
+// every key that refers to the envelope: m/, l/, its a/ entry (if it points
+// to that id), g/, and its s/ postings (found by tokenizing it again). Then
+// it runs the value-log GC. Badger reclaims the space of deleted keys as it
+// compacts.
+//
+// h/ and c/ keys are kept: HighWater never drops after a deletion, so peers
+// comparing high-water marks in catch-up do not fetch the deleted prefix
+// again and again, and Channels still lists a channel whose envelopes have
+// all expired. Since and After skip deleted envelopes (they are gaps). An
+// envelope that arrives again after its deletion (a replay from a peer) is
+// stored again as new, with a new offset and arrival time.
 //
 // Stored bytes are decoded with mesh.Unmarshal and the id rechecked; a record
 // that does not decode gives an error wrapping ErrCorrupt, never a panic.
@@ -76,9 +138,17 @@
 // report as duplicates envelopes that were never written. Reads run in
 // badger read transactions (consistent snapshots) in the caller's goroutine.
 //
-// Lock order: DB.mu (read-held by readers, write-held once by Close) is the
-// only mutex of the package; badger's locks are internal to it and never held
-// across our calls. Committer-owned state (next offset, known channels, the
+// The retention sweeper writes too (deletions), in its own transactions,
+// concurrently with the committer. They never write the same key: the
+// sweeper deletes keys of committed envelopes and never touches h/, c/ or
+// o/ keys, and the committer never rewrites an envelope's keys. The committer
+// may judge an envelope a duplicate from a snapshot taken just before the
+// sweeper deleted it; that envelope was expiring anyway.
+//
+// Lock order: DB.mu (read-held by readers, write-held once by Close) and
+// indexState.sweepMu (held by a retention pass, guarding its running totals)
+// are the package's mutexes; they are never held together. badger's locks
+// are internal to it and never held across our calls. Committer-owned state (next offset, known channels, the
 // per-author cache) is touched only by the committer goroutine after New
 // returns; badger's callback goroutine touches only the finished batch, its
 // requests and atomic counters.
@@ -87,10 +157,12 @@
 //
 // New validates the Config, takes an exclusive flock on Dir/confab.lock (a
 // second New on the same directory, from this process or another, fails with
-// ErrLocked), opens badger, recovers the last offset, and starts the
-// committer and (on disk) the value-log GC goroutine, which runs every
-// GCInterval. Badger logs warnings and errors through the injected slog
-// logger; its info and debug output is dropped. Close stops both goroutines,
+// ErrLocked), opens badger, recovers the last offset, checks (and if needed
+// rebuilds) the search index, and starts the committer, (on disk) the
+// value-log GC goroutine, which runs every GCInterval, and (with MaxAge or
+// MaxBytes) the retention sweeper. Badger logs warnings and errors through
+// the injected slog logger; its info and debug output is dropped. Close stops
+// every goroutine (a sweep in progress stops between transactions),
 // waits for them and for in-flight reads, closes badger and releases the
 // lock; it is idempotent. Appends that were waiting return ErrClosed, and
 // every method returns ErrClosed afterwards.
