@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/confabhq/confab/mesh"
@@ -41,4 +42,22 @@ func (b *backend) NextSeq(ctx context.Context, channel, author string) (uint64, 
 		return 0, fmt.Errorf("rendezvous: next seq %s: %w", channel, err)
 	}
 	return hw[author] + 1, nil
+}
+
+var _ wsgateway.SearchBackend = (*backend)(nil)
+
+// Search runs a full-text query over the archive (store.DB.Search).
+func (b *backend) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
+	envs, curs, err := b.db.Search(ctx, query, channel, limit)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, &wsgateway.Error{Code: wsgateway.CodeBadFrame, Message: err.Error()}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous: search: %w", err)
+	}
+	out := make([]mesh.Record, len(envs))
+	for i, e := range envs {
+		out[i] = mesh.Record{Env: e, Cursor: curs[i]}
+	}
+	return out, nil
 }

@@ -274,6 +274,8 @@ func reqOfReply(f Frame) string {
 		return f.Req
 	case *SeqReply:
 		return f.Req
+	case *SearchReply:
+		return f.Req
 	}
 	return ""
 }

@@ -100,6 +100,8 @@ func decodeRequest(b []byte) (Frame, string, *Error) {
 		f = &Ping{}
 	case TypeSeq:
 		f = &SeqRequest{}
+	case TypeSearch:
+		f = &SearchRequest{}
 	default:
 		return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 	}
@@ -198,6 +200,8 @@ func validateRequest(f Frame) *Error {
 		return nil
 	case *SeqRequest:
 		return validateSeq(f)
+	case *SearchRequest:
+		return validateSearch(f)
 	}
 	return errorf(CodeUnknownType, "not a request frame: %s", f.Type())
 }
@@ -233,6 +237,8 @@ func DecodeReply(b []byte) (Frame, error) {
 		f = &Pong{}
 	case TypeSeq:
 		f = &SeqReply{}
+	case TypeSearch:
+		f = &SearchReply{}
 	default:
 		return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 	}
@@ -295,6 +301,16 @@ func validateReply(f Frame) *Error {
 		}
 	case *Pong:
 	case *SeqReply:
+		return needReq(f.Req)
+	case *SearchReply:
+		if len(f.Records) > maxListItems {
+			return errorf(CodeBadFrame, "search: %d records", len(f.Records))
+		}
+		for _, r := range f.Records {
+			if err := validRecord(r); err != nil {
+				return err
+			}
+		}
 		return needReq(f.Req)
 	}
 	return nil

@@ -359,6 +359,8 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "auth is for remote mode; this connection already acts as the node"})
 	case *SeqRequest:
 		reply, err = c.nextSeq(ctx, f)
+	case *SearchRequest:
+		reply, err = c.search(ctx, f)
 	case *Ping:
 		reply = &Pong{Req: f.Req}
 	}
@@ -403,6 +405,8 @@ func reqOf(f Frame) string {
 	case *Ping:
 		return f.Req
 	case *SeqRequest:
+		return f.Req
+	case *SearchRequest:
 		return f.Req
 	}
 	return ""

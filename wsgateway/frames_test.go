@@ -47,6 +47,7 @@ func goldenFrames(t testing.TB) (requests, replies map[string]Frame) {
 		"auth":        &Auth{Req: "10", Peer: env.From, Sig: bytes.Repeat([]byte{1}, 64)},
 		"ping":        &Ping{Req: "11"},
 		"seq":         &SeqRequest{Req: "12", Channel: "#general"},
+		"search":      &SearchRequest{Req: "13", Query: "deploy go*", Channel: "#general", Limit: 20},
 	}
 	replies = map[string]Frame{
 		"welcome":       &Welcome{V: 1, Node: env.From, Name: "alice", Mode: ModeLocal, Nonce: bytes.Repeat([]byte{9}, 32)},
@@ -61,6 +62,7 @@ func goldenFrames(t testing.TB) (requests, replies map[string]Frame) {
 			Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}, Channels: []string{"#general"}}},
 		"error":         &ErrorFrame{Req: "5", Code: CodeResume, Message: "subscriber too slow: resubscribe with since=cursor", Cursor: "00000000000000a1"},
 		"pong":          &Pong{Req: "11"},
+		"search-reply":  &SearchReply{Req: "13", Records: []mesh.Record{rec}},
 		"seq-reply":     &SeqReply{Req: "12", Channel: "#general", Peer: env.From, Next: 4},
 		"error-seq-gap": &ErrorFrame{Req: "4", Code: CodeSeqGap, Message: "seq 9 is not the next of this author on #general: use 4", Next: 4},
 	}

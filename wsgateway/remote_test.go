@@ -366,3 +366,48 @@ func leakCheck(t *testing.T) {
 	opt := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
+
+// searchBackend adds a naive substring Search to memBackend.
+type searchBackend struct{ seqBackend }
+
+func (b searchBackend) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
+	var out []mesh.Record
+	all := b.all()
+	for i := len(all) - 1; i >= 0 && len(out) < limit; i-- {
+		if r := all[i]; strings.Contains(r.Env.Content, query) && (channel == "" || r.Env.Channel == channel) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func TestSearchFrame(t *testing.T) {
+	leakCheck(t)
+	h := startRemote(t, func(c *Config) { c.Backend = searchBackend{c.Backend.(seqBackend)} })
+	c, k, _ := h.authed(t, "")
+	if err := c.Join(ctx(t), "#a"); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range []string{"deploy now", "lunch", "deploy later"} {
+		if _, err := c.Publish(ctx(t), signed(t, k, "#a", uint64(i+1), s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := c.Search(ctx(t), "deploy", "#a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Env.Content)
+	}
+	if want := []string{"deploy later", "deploy now"}; !slices.Equal(got, want) {
+		t.Errorf("search = %q, want %q", got, want)
+	}
+	// Without an index: unsupported.
+	h2 := startRemote(t, nil)
+	c2, _, _ := h2.authed(t, "")
+	if _, err := c2.Search(ctx(t), "x", "", 0); code(err) != CodeUnsupported {
+		t.Errorf("search without index: %v", err)
+	}
+}
