@@ -64,6 +64,7 @@ type Config struct {
 	Join       []string // channels to join at start, besides those in state.json
 	Logger     *slog.Logger
 	MeshOpts   []mesh.Option // extra mesh options (tests, benchmarks)
+	Web        string        // host:port of the read-only watch page (see WebURL); "" = none
 }
 
 // DefaultConfig returns a Config with mDNS on.
@@ -76,7 +77,8 @@ type Agent struct {
 	host *node.Host
 	mesh *mesh.Mesh
 	gw   *wsgateway.Server
-	fol  *follower // asks rendezvous nodes to follow our channels (rendezvous.go)
+	fol  *follower  // asks rendezvous nodes to follow our channels (rendezvous.go)
+	web  *webServer // the watch page, nil without Config.Web (web.go)
 	log  *slog.Logger
 	once sync.Once
 }
@@ -152,6 +154,11 @@ func New(cfg Config) (_ *Agent, err error) {
 	if a.gw, err = wsgateway.New(gc); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if cfg.Web != "" {
+		if err := a.startWeb(cfg.Web); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
 	return a, nil
 }
 
@@ -175,6 +182,9 @@ func (a *Agent) Mesh() *mesh.Mesh { return a.mesh }
 func (a *Agent) Close() error {
 	var errs []error
 	a.once.Do(func() {
+		if a.web != nil {
+			errs = append(errs, a.web.close())
+		}
 		if a.gw != nil {
 			errs = append(errs, a.gw.Close())
 		}

@@ -60,6 +60,9 @@ func upCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(out, "  home %s\n", home)
 			}
+			if u := a.WebURL(); u != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  web page (read-only; the link holds its token) %s\n", u)
+			}
 			select {
 			case <-cmd.Context().Done():
 				return nil
@@ -76,6 +79,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery")
 	f.StringVar(&join, "join", "", "channels to join, comma-separated (e.g. #general,#ops)")
 	f.BoolVar(&bg, "background", false, "run detached; log to <home>/confab.log; print the peer id once it is up")
+	f.StringVar(&cfg.Web, "web", "", "serve the read-only watch page on HOST:PORT (e.g. 127.0.0.1:8080); token in <home>/web.token")
 	f.StringVar(&logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	return c
 }
