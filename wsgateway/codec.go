@@ -259,7 +259,7 @@ func validateReply(f Frame) *Error {
 			return errorf(CodeBadFrame, "welcome: version %d", f.V)
 		case f.Node == "" || len(f.Node) > 64 || len(f.Name) > mesh.MaxNameLen:
 			return errorf(CodeBadFrame, "welcome: node or name")
-		case f.Mode != ModeLocal && f.Mode != ModeRemote:
+		case f.Mode != ModeLocal && f.Mode != ModeRemote && f.Mode != ModeReadOnly:
 			return errorf(CodeBadFrame, "welcome: mode %q", trunc(string(f.Mode)))
 		case len(f.Nonce) > maxNonceLen:
 			return errorf(CodeBadFrame, "welcome: nonce")

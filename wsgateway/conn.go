@@ -307,6 +307,9 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		}
 		reply = &OK{Req: f.Req}
 	case *Send:
+		if c.s.cfg.Mode == ModeReadOnly {
+			return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeReadOnly, Message: "this connection is read-only"})
+		}
 		if c.s.cfg.Mode != ModeLocal {
 			return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "send needs local mode; publish a signed envelope"})
 		}

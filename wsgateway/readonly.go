@@ -17,9 +17,9 @@ import (
 
 // ModeReadOnly: a watcher (the browser page, a dashboard script) that holds
 // the gateway's read-only token. It may read — info, who, history,
-// subscribe, unsubscribe, ping — and nothing else: join, leave and publish
-// are answered with CodeReadOnly, send and auth with CodeUnsupported. Served
-// by ReadOnly, never by a Server made with New.
+// subscribe, unsubscribe, ping, search — and nothing else: join, leave,
+// send and publish are answered with CodeReadOnly, auth with
+// CodeUnsupported. Served by ReadOnly, never by a Server made with New.
 const ModeReadOnly Mode = "readonly"
 
 // CodeReadOnly answers a request that would change the node on a read-only
@@ -211,6 +211,25 @@ func (r *readOnlyBackend) Who(ctx context.Context, ch string) []mesh.Peer {
 	}
 	return out
 }
+
+// Search passes a search to the backend's index (SearchBackend), leaving out
+// hidden channels. Without an index it answers unsupported, as a Server does.
+func (r *readOnlyBackend) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
+	sb, ok := r.b.(SearchBackend)
+	if !ok {
+		return nil, &Error{Code: CodeUnsupported, Message: "this node has no search index"}
+	}
+	if r.hidden(channel) {
+		return nil, fmt.Errorf("%w: %s", mesh.ErrNotJoined, channel)
+	}
+	recs, err := sb.Search(ctx, query, channel, limit)
+	if err != nil || r.hide == nil {
+		return recs, err
+	}
+	return slices.DeleteFunc(recs, func(rec mesh.Record) bool { return rec.Env == nil || r.hide(rec.Env.Channel) }), nil
+}
+
+var _ SearchBackend = (*readOnlyBackend)(nil)
 
 // emptySub is a subscription to nothing: its channel closes on Close.
 type emptySub struct {

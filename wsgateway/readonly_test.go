@@ -142,7 +142,8 @@ func TestReadOnlyFrames(t *testing.T) {
 		{`{"type":"join","req":"1","channel":"#b"}`, "error", CodeReadOnly},
 		{`{"type":"leave","req":"2","channel":"#a"}`, "error", CodeReadOnly},
 		{`{"type":"publish","req":"3","envelope":` + string(raw) + `}`, "error", CodeReadOnly},
-		{`{"type":"send","req":"4","channel":"#a","content":"x"}`, "error", CodeUnsupported},
+		{`{"type":"send","req":"4","channel":"#a","content":"x"}`, "error", CodeReadOnly},
+		{`{"type":"search","req":"4b","query":"before"}`, "error", CodeUnsupported}, // memBackend has no index
 		{`{"type":"auth","req":"5","peer":"x","sig":"AA=="}`, "error", CodeUnsupported},
 		{`{"type":"info","req":"6"}`, "info", ""},
 		{`{"type":"who","req":"7","channel":"#a"}`, "who", ""},
@@ -234,6 +235,47 @@ func TestReadOnlyHide(t *testing.T) {
 	}
 	if _, ok := readFrame(t, ws).(*Live); !ok {
 		t.Fatal("want live")
+	}
+}
+
+func TestReadOnlySearchAndGoClient(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	b := newMemBackend(t)
+	priv := "~" + strings.Repeat("cd", 16)
+	for _, ch := range []string{"#a", priv} {
+		b.Join(context.Background(), ch)
+		if _, err := b.Send(context.Background(), ch, "msg", "needle in "+ch, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro, err := NewReadOnly(Config{Backend: searchBackend{seqBackend{b}}}, ReadOnlyConfig{Token: roToken, Hide: func(ch string) bool { return strings.HasPrefix(ch, "~") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(ro.Handler())
+	defer hs.Close()
+	defer ro.Close()
+	c, err := Dial(ctx(t), "ws"+strings.TrimPrefix(hs.URL, "http")+"/v1?token="+roToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Welcome().Mode != ModeReadOnly {
+		t.Errorf("welcome mode %q", c.Welcome().Mode)
+	}
+	recs, err := c.Search(ctx(t), "needle", "", 10)
+	if err != nil || len(recs) != 1 || recs[0].Env.Channel != "#a" {
+		t.Errorf("search: %v %v, want only the #a record", recs, err)
+	}
+	if _, err := c.Search(ctx(t), "needle", priv, 10); code(err) != CodeNotJoined {
+		t.Errorf("search in a hidden channel: %v, want not_joined", err)
+	}
+	if _, err := c.Send(ctx(t), "#a", "", "x", ""); code(err) != CodeReadOnly {
+		t.Errorf("send: %v, want read_only", err)
+	}
+	if err := c.Join(ctx(t), "#b"); code(err) != CodeReadOnly {
+		t.Errorf("join: %v, want read_only", err)
 	}
 }
 
