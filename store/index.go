@@ -45,6 +45,7 @@ type indexState struct {
 	scanned uint64 // highest g/ offset counted into total
 	total   int64  // bytes of the records at offsets <= scanned still stored
 	count   int64  // their number
+	floor   uint64 // highest offset a pass deleted; every g/ entry <= it is gone
 }
 
 func postingPrefix(tok string) []byte {

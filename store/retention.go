@@ -108,7 +108,10 @@ func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
 		total   = x.total
 	)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival)})
-	for it.Rewind(); it.Valid(); it.Next() {
+	// Seek past what earlier passes deleted: their tombstones stay until
+	// badger compacts them, and walking them every pass would cost more and
+	// more.
+	for it.Seek(arrivalKey(x.floor + 1)); it.Valid(); it.Next() {
 		item := it.Item()
 		var a arrival
 		err := item.Value(func(v []byte) (err error) {
@@ -170,6 +173,7 @@ func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
 		}
 		x.total -= a.size
 		x.count--
+		x.floor = a.off
 	}
 	return done, more, nil
 }
