@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/store"
 	"github.com/confabhq/confab/web"
 	"github.com/confabhq/confab/wsgateway"
 )
@@ -33,7 +36,7 @@ func (a *Agent) startWeb(addr string) error {
 	if err != nil {
 		return err
 	}
-	page, err := web.New(web.Config{Backend: wsgateway.FromMesh(a.mesh), Token: tok, Logger: a.log})
+	page, err := web.New(web.Config{Backend: searchable{wsgateway.FromMesh(a.mesh), a.db}, Token: tok, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -74,4 +77,27 @@ func (w *webServer) close() error {
 	w.page.Close()      // hijacked WebSocket connections
 	<-w.done
 	return err
+}
+
+// searchable gives the page's gateway the home store's full-text index.
+type searchable struct {
+	wsgateway.Backend
+	db *store.DB
+}
+
+var _ wsgateway.SearchBackend = searchable{}
+
+func (s searchable) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
+	envs, curs, err := s.db.Search(ctx, query, channel, limit)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, &wsgateway.Error{Code: wsgateway.CodeBadFrame, Message: err.Error()}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: search: %w", err)
+	}
+	out := make([]mesh.Record, len(envs))
+	for i, e := range envs {
+		out[i] = mesh.Record{Env: e, Cursor: curs[i]}
+	}
+	return out, nil
 }

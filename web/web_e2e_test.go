@@ -153,6 +153,15 @@ func TestWatchPage(t *testing.T) {
 	if n := page.evalInt(t, ctx, `document.querySelectorAll('#result-list .msg').length`); n != 1 {
 		t.Errorf("search for needle: %d results, want 1", n)
 	}
+	if !page.evalBool(t, ctx, `window.confab.state.searchFrame === true`) {
+		t.Error("the page did not use the gateway's search frame")
+	}
+	// A query the index refuses (no word of two letters) is scanned in the browser.
+	page.eval(t, ctx, `document.getElementById('search-input').value = '-i'; document.getElementById('search').requestSubmit(); true`)
+	page.waitJS(t, ctx, "scanned search result",
+		`document.getElementById('results-title').textContent.includes('scanned') &&
+		 [...document.querySelectorAll('#result-list .msg .content')].some(e => e.textContent.includes('needle-in-haystack'))`)
+	page.screenshot(t, ctx, "web-search.png")
 	page.eval(t, ctx, `document.getElementById('results-close').click(); true`)
 
 	// Signatures: the browser checks them itself when it has WebCrypto Ed25519.
@@ -174,13 +183,18 @@ func TestWatchPage(t *testing.T) {
 			codes.push(f.code); if (codes.length === 2) { ws.close(); resolve(codes.join(',')); } };
 		ws.onerror = () => resolve('error');
 	})`)
-	if got != "read_only,unsupported" {
-		t.Errorf("writes from the page: %v, want read_only,unsupported", got)
+	if got != "read_only,read_only" {
+		t.Errorf("writes from the page: %v, want read_only,read_only", got)
 	}
 
 	// Screenshots: laptop, then phone with the drawer open.
 	page.eval(t, ctx, `(() => { const c = document.getElementById('conversation'); c.scrollTop = c.scrollHeight; return true })()`)
 	page.screenshot(t, ctx, "web-laptop.png")
+	if _, err := page.call(ctx, "Emulation.setEmulatedMedia", map[string]any{"features": []map[string]string{{"name": "prefers-color-scheme", "value": "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
+	page.waitJS(t, ctx, "dark colours", `getComputedStyle(document.body).backgroundColor === 'rgb(17, 17, 24)'`)
+	page.screenshot(t, ctx, "web-laptop-dark.png")
 	if _, err := page.call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}); err != nil {
 		t.Fatal(err)
 	}

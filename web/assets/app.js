@@ -604,18 +604,21 @@
     list.replaceChildren();
     let hits = [];
     let how = "";
-    if (state.searchFrame !== false) {
+    let scan = state.searchFrame === false;
+    if (!scan) {
       try {
         const r = await request({ type: "search", query: q, limit: SEARCH_MAX });
         state.searchFrame = true;
         hits = r.records || [];
-        how = "";
       } catch (e) {
-        if (e.code === "unknown_type" || e.code === "unsupported" || e.code === "bad_frame") state.searchFrame = false;
-        else throw e;
+        // No index on this gateway: scan from now on. A query the index
+        // refuses (one-letter words, too many words): scan for this one.
+        if (e.code === "unknown_type" || e.code === "unsupported") state.searchFrame = false;
+        else if (e.code !== "bad_frame") throw e;
+        scan = true;
       }
     }
-    if (state.searchFrame === false) {
+    if (scan) {
       how = " (recent history scanned in this browser)";
       const ql = q.toLowerCase();
       const names = [...state.channels.keys()];
