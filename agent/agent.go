@@ -65,10 +65,11 @@ type Config struct {
 	Logger     *slog.Logger
 	MeshOpts   []mesh.Option // extra mesh options (tests, benchmarks)
 	Web        string        // host:port of the read-only watch page (see WebURL); "" = none
+	Files      bool          // inbox.jsonl / outbox.jsonl in the home (files.go)
 }
 
-// DefaultConfig returns a Config with mDNS on.
-func DefaultConfig() Config { return Config{MDNS: true} }
+// DefaultConfig returns a Config with mDNS and the file interface on.
+func DefaultConfig() Config { return Config{MDNS: true, Files: true} }
 
 // Agent is a running node of one home.
 type Agent struct {
@@ -79,6 +80,7 @@ type Agent struct {
 	gw   *wsgateway.Server
 	fol  *follower  // asks rendezvous nodes to follow our channels (rendezvous.go)
 	web  *webServer // the watch page, nil without Config.Web (web.go)
+	fs   *files     // inbox/outbox files, nil without Config.Files (files.go)
 	log  *slog.Logger
 	once sync.Once
 }
@@ -148,6 +150,9 @@ func New(cfg Config) (_ *Agent, err error) {
 	if len(cfg.Rendezvous) > 0 {
 		a.fol = startFollower(a.host, a.mesh, cfg.Rendezvous, log)
 	}
+	if cfg.Files {
+		a.fs = startFiles(cfg.Home, a.mesh, log)
+	}
 	gc := wsgateway.DefaultConfig()
 	gc.Backend = wsgateway.FromMesh(a.mesh)
 	gc.Logger = log
@@ -191,6 +196,7 @@ func (a *Agent) Close() error {
 		if a.fol != nil {
 			a.fol.close()
 		}
+		a.fs.close()
 		if a.mesh != nil {
 			errs = append(errs, a.mesh.Close())
 		}
