@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,25 @@ import (
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
+
+// lockedBuffer collects a child process's output; safe to read while the
+// process still writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // binary is the confab binary built once for the end-to-end tests.
 var binary string
@@ -62,7 +82,7 @@ func run(t *testing.T, stdin string, args ...string) (string, string, int) {
 func up(t *testing.T, home string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(buildBinary(t), append([]string{"up", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
-	var errb bytes.Buffer
+	var errb lockedBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ import (
 func startRendezvous(t *testing.T, home string, args ...string) (rendezvousInfo, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command(buildBinary(t), append([]string{"rendezvous", "--json", "--home", home, "--log-level", "warn"}, args...)...)
-	var errb bytes.Buffer
+	var errb lockedBuffer
 	cmd.Stderr = &errb
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -68,7 +68,7 @@ func upIn(t *testing.T, ns, home string, args ...string) {
 	t.Helper()
 	full := append([]string{"netns", "exec", ns, buildBinary(t), "up", "--home", home, "--no-mdns"}, args...)
 	cmd := exec.Command("ip", full...)
-	var errb bytes.Buffer
+	var errb lockedBuffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -77,10 +77,13 @@ func upIn(t *testing.T, ns, home string, args ...string) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	})
-	poll(t, "node in "+ns+" up: "+errb.String(), func() bool {
+	poll(t, "node in "+ns+" up", func() bool {
 		_, _, code := run(t, "", "id", "--home", home)
 		return code == 0
 	})
+	if _, _, code := run(t, "", "id", "--home", home); code != 0 {
+		t.Fatalf("node in %s did not come up: %s", ns, errb.String())
+	}
 }
 
 func poll(t *testing.T, what string, cond func() bool) {
