@@ -42,4 +42,6 @@ var (
 	ErrSeqGap       = errors.New("sequence gap")
 	// ErrBadCursor is wrapped by history stores for a cursor they did not issue.
 	ErrBadCursor = errors.New("bad cursor")
+	// ErrBadQuery is wrapped by history stores for a search query they refuse.
+	ErrBadQuery = errors.New("bad search query")
 )

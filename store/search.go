@@ -21,7 +21,7 @@ const (
 )
 
 func errInvalidQuery(format string, a ...any) error {
-	return fmt.Errorf("%w: query: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	return fmt.Errorf("%w: %w: %s", ErrInvalid, mesh.ErrBadQuery, fmt.Sprintf(format, a...))
 }
 
 // Search returns up to limit stored envelopes that contain every word of

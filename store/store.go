@@ -11,6 +11,8 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/confabhq/confab/mesh"
 )
 
 // Errors returned by DB methods; match them with errors.Is.
@@ -22,7 +24,7 @@ var (
 	// ErrClosed: the DB was closed.
 	ErrClosed = errors.New("store: closed")
 	// ErrBadCursor: a cursor is not 16 lowercase hex characters.
-	ErrBadCursor = errors.New("store: bad cursor")
+	ErrBadCursor = fmt.Errorf("store: %w", mesh.ErrBadCursor)
 	// ErrInvalid: an argument (envelope, channel, author) is malformed; nothing was written.
 	ErrInvalid = errors.New("store: invalid argument")
 	// ErrCorrupt: bytes read back from disk do not decode.
