@@ -17,10 +17,26 @@ type machine struct {
 	Go         string
 	Kernel     string
 	GOMAXPROCS int
+	LoadStart  string // /proc/loadavg when the run started
+	LoadEnd    string // and when it ended
+}
+
+// loadavg returns the 1, 5 and 15 minute load averages: other work on the
+// machine during a run shows up here and explains noisy figures.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func describeMachine() machine {
-	m := machine{CPU: "unknown", Memory: "unknown", Kernel: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
+	m := machine{CPU: "unknown", Memory: "unknown", Kernel: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadStart: loadavg()}
 	if v := procField("/proc/cpuinfo", "model name"); v != "" {
 		m.CPU = v
 	}

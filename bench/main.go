@@ -146,5 +146,6 @@ func runScenarios(ctx context.Context, log *slog.Logger, scenarios []Scenario, s
 		rep.Outcomes = append(rep.Outcomes, o)
 	}
 	rep.Elapsed = time.Since(rep.Started)
+	rep.Machine.LoadEnd = loadavg()
 	return rep
 }

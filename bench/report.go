@@ -63,8 +63,9 @@ func (r *report) write(w io.Writer) error {
 	fmt.Fprintf(&b, "Started %s, took %s. All nodes ran in a private network namespace (loopback only) on 127.0.0.1. ", r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "Ratios are confab ÷ baseline, from medians of this same run; the *better* column says which direction is an improvement.\n\n")
 	fmt.Fprintf(&b, "## Machine\n\n| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| CPU | %s |\n| cores | %d |\n| memory | %s |\n| Go | %s |\n| kernel | %s |\n| GOMAXPROCS | %d |\n\n",
-		r.Machine.CPU, r.Machine.Cores, r.Machine.Memory, r.Machine.Go, r.Machine.Kernel, r.Machine.GOMAXPROCS)
+	fmt.Fprintf(&b, "| CPU | %s |\n| cores | %d |\n| memory | %s |\n| Go | %s |\n| kernel | %s |\n| GOMAXPROCS | %d |\n| load average (1, 5, 15 min) at start | %s |\n| load average at end | %s |\n\n",
+		r.Machine.CPU, r.Machine.Cores, r.Machine.Memory, r.Machine.Go, r.Machine.Kernel, r.Machine.GOMAXPROCS, r.Machine.LoadStart, r.Machine.LoadEnd)
+	fmt.Fprintf(&b, "A load average well above the core count means other work shared the machine during the run; such figures are noisy, and only ratios within one run compare.\n\n")
 
 	for _, c := range compareOrder {
 		var group []outcome
