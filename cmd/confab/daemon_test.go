@@ -131,9 +131,9 @@ func TestFilesBothWays(t *testing.T) {
 	root := t.TempDir()
 	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
 	up(t, a, "--name", "atlas", "--join", "#general")
-	up(t, b, "--name", "nova", "--join", "#general")
+	ida, addrA := nodeAddr(t, a)
+	up(t, b, "--name", "nova", "--join", "#general", "--rendezvous", addrA)
 	waitPeers(t, b, "#general", 2)
-	ida := nodeID(t, a)
 
 	outA := filepath.Join(a, "outbox.jsonl")
 	appendLine(t, outA, `{"to":"#general","text":"from the outbox of atlas"}`)
@@ -190,10 +190,22 @@ func waitPeers(t *testing.T, home, ch string, n int) {
 
 func nodeID(t *testing.T, home string) string {
 	t.Helper()
+	id, _ := nodeAddr(t, home)
+	return id
+}
+
+// nodeAddr returns the peer id and first full multiaddr of home's node. The
+// tests pass it as --rendezvous to a second node so the two connect without
+// waiting for mDNS, which is slow now and then in a namespace.
+func nodeAddr(t *testing.T, home string) (id, addr string) {
+	t.Helper()
 	out, _, code := run(t, "", "id", "--json", "--home", home)
-	var info struct{ ID string }
-	if err := json.Unmarshal([]byte(out), &info); err != nil || code != 0 {
+	var info struct {
+		ID    string
+		Addrs []string
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil || code != 0 || len(info.Addrs) == 0 {
 		t.Fatalf("id: %q", out)
 	}
-	return info.ID
+	return info.ID, info.Addrs[0]
 }

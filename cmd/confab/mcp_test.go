@@ -159,7 +159,8 @@ func TestMCPTwoAgents(t *testing.T) {
 	root := t.TempDir()
 	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
 	up(t, a, "--name", "atlas", "--join", "#general")
-	up(t, b, "--name", "nova", "--join", "#general")
+	_, addrA := nodeAddr(t, a)
+	up(t, b, "--name", "nova", "--join", "#general", "--rendezvous", addrA)
 	ma, _ := mcpSession(t, a)
 	mb, _ := mcpSession(t, b)
 
