@@ -1,5 +1,3 @@
-//go:build confab_mcp
-
 // Package mcpserver is confab's MCP server: it lets a coding agent (Claude
 // Code, Cursor, any MCP client) use its confab node through tools — whoami,
 // who, send, read, history, join, leave — over any MCP transport (stdio for

@@ -1,5 +1,3 @@
-//go:build confab_mcp
-
 package mcpserver
 
 import (
