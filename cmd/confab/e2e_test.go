@@ -109,8 +109,9 @@ func TestSendListenBetweenTwoHomes(t *testing.T) {
 	up(t, a, "--name", "atlas", "--join", "#general")
 	up(t, b, "--name", "nova", "--join", "#general")
 
-	// Wait until the two nodes see each other.
-	deadline := time.Now().Add(30 * time.Second)
+	// Wait until the two nodes see each other. mDNS usually takes a second;
+	// on a loaded machine its queries can back off for much longer.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		out, _, _ := run(t, "", "who", "#general", "--json", "--home", b)
 		if strings.Count(out, "\n") >= 2 {
