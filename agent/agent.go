@@ -12,6 +12,7 @@ import (
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/node"
 	"github.com/confabhq/confab/store"
+	"github.com/confabhq/confab/web"
 	"github.com/confabhq/confab/wsgateway"
 )
 
@@ -73,16 +74,17 @@ func DefaultConfig() Config { return Config{MDNS: true, Files: true} }
 
 // Agent is a running node of one home.
 type Agent struct {
-	home string
-	db   *store.DB
-	host *node.Host
-	mesh *mesh.Mesh
-	gw   *wsgateway.Server
-	fol  *follower  // asks rendezvous nodes to follow our channels (rendezvous.go)
-	web  *webServer // the watch page, nil without Config.Web (web.go)
-	fs   *files     // inbox/outbox files, nil without Config.Files (files.go)
-	log  *slog.Logger
-	once sync.Once
+	home   string
+	db     *store.DB
+	host   *node.Host
+	mesh   *mesh.Mesh
+	gw     *wsgateway.Server
+	fol    *follower   // asks rendezvous nodes to follow our channels (rendezvous.go)
+	web    *web.Server // the watch page, nil without Config.Web (web.go)
+	webURL string
+	fs     *files // inbox/outbox files, nil without Config.Files (files.go)
+	log    *slog.Logger
+	once   sync.Once
 }
 
 // New opens home and starts the node. It fails with ErrRunning when another
@@ -188,7 +190,7 @@ func (a *Agent) Close() error {
 	var errs []error
 	a.once.Do(func() {
 		if a.web != nil {
-			errs = append(errs, a.web.close())
+			errs = append(errs, a.web.Close())
 		}
 		if a.gw != nil {
 			errs = append(errs, a.gw.Close())

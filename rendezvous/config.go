@@ -18,6 +18,7 @@ const (
 	IdentityFile = "identity.key"
 	StoreDir     = "store"
 	StateFile    = "state.json"
+	WebTokenFile = "web.token"
 )
 
 // Defaults.
@@ -62,6 +63,10 @@ type Config struct {
 	// WS is the gateway's TCP address (host:port, port 0 = any). Empty: no
 	// gateway. The gateway is served on its own listener, never libp2p's.
 	WS string
+	// Web is the watch page's TCP address (host:port). Empty: no page. The
+	// page is read-only, needs the token kept in Dir/web.token, and never
+	// shows private channels.
+	Web string
 	// Metrics is the operations HTTP address (/healthz, /metrics). Empty:
 	// off. Keep it on loopback or a private network.
 	Metrics string
@@ -129,7 +134,7 @@ func (c *Config) fill() error {
 	case c.ConnPerIP < 1, c.MaxChannels < 1, c.MaxFollowPerPeer < 1:
 		return errors.New("ConnPerIP, MaxChannels and MaxFollowPerPeer must be positive")
 	}
-	for name, addr := range map[string]string{"WS": c.WS, "Metrics": c.Metrics} {
+	for name, addr := range map[string]string{"WS": c.WS, "Metrics": c.Metrics, "Web": c.Web} {
 		if addr == "" {
 			continue
 		}

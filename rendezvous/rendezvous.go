@@ -15,6 +15,7 @@ import (
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/node"
 	"github.com/confabhq/confab/store"
+	"github.com/confabhq/confab/web"
 	"github.com/confabhq/confab/wsgateway"
 )
 
@@ -35,6 +36,8 @@ type Rendezvous struct {
 	opsSrv *http.Server
 	opsLn  net.Listener
 	lag    *lagWatcher
+	page   *web.Server
+	webURL string
 
 	wg   sync.WaitGroup // serving goroutines
 	once sync.Once
@@ -100,6 +103,11 @@ func New(cfg Config) (_ *Rendezvous, err error) {
 			return nil, err
 		}
 	}
+	if cfg.Web != "" {
+		if err := r.startWeb(); err != nil {
+			return nil, err
+		}
+	}
 	r.lag = startLagWatcher(r.mesh)
 	if cfg.Metrics != "" {
 		if err := r.startOps(); err != nil {
@@ -136,6 +144,29 @@ func (r *Rendezvous) startGateway() error {
 	r.serve(r.gwSrv, ln, "gateway")
 	return nil
 }
+
+// startWeb serves the read-only watch page; private channels never show.
+func (r *Rendezvous) startWeb() error {
+	tok, err := web.LoadToken(filepath.Join(r.cfg.Dir, WebTokenFile))
+	if err != nil {
+		return fmt.Errorf("rendezvous: web: %w", err)
+	}
+	page, err := web.New(web.Config{Backend: &backend{Backend: wsgateway.FromMesh(r.mesh), f: r.follow, db: r.db},
+		Token: tok, Hide: web.HidePrivate, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("rendezvous: web: %w", err)
+	}
+	r.page = page
+	bound, err := page.Listen(r.cfg.Web)
+	if err != nil {
+		return fmt.Errorf("rendezvous: %w", err)
+	}
+	r.webURL = web.URL(bound, tok)
+	return nil
+}
+
+// WebURL is the watch page's address with its read-only token, or "".
+func (r *Rendezvous) WebURL() string { return r.webURL }
 
 func (r *Rendezvous) serve(s *http.Server, ln net.Listener, what string) {
 	r.wg.Add(1)
@@ -188,6 +219,9 @@ func (r *Rendezvous) Close() error {
 		defer cancel()
 		if r.opsSrv != nil {
 			errs = append(errs, r.opsSrv.Shutdown(ctx))
+		}
+		if r.page != nil {
+			errs = append(errs, r.page.Close())
 		}
 		if r.gw != nil {
 			// Close the hijacked WebSockets (1001) before the HTTP server:

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/confabhq/confab/wsgateway"
 )
@@ -53,6 +56,10 @@ func HidePrivate(channel string) bool { return strings.HasPrefix(channel, "~") }
 type Server struct {
 	ro     *wsgateway.ReadOnly
 	static http.Handler
+
+	mu   sync.Mutex // guards hs, done
+	hs   *http.Server
+	done chan struct{}
 }
 
 // New builds the page's read-only gateway over cfg.Backend. It starts
@@ -109,7 +116,48 @@ func (s *Server) Handler() http.Handler {
 
 // Close closes every gateway connection of the page and waits for them.
 // Idempotent.
-func (s *Server) Close() error { return s.ro.Close() }
+func (s *Server) Close() error {
+	s.mu.Lock()
+	hs, done := s.hs, s.done
+	s.hs = nil
+	s.mu.Unlock()
+	var err error
+	if hs != nil {
+		err = hs.Close() // the listener and plain connections
+		<-done
+	}
+	return errors.Join(err, s.ro.Close()) // hijacked WebSocket connections
+}
+
+// Listen serves the page on the TCP address addr until Close and returns
+// the bound address. Call it at most once; Handler serves other listeners.
+func (s *Server) Listen(addr string) (net.Addr, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("web: listen %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	s.mu.Lock()
+	if s.hs != nil {
+		s.mu.Unlock()
+		l.Close()
+		return nil, errors.New("web: listen: already listening")
+	}
+	s.hs, s.done = hs, done
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		_ = hs.Serve(l) // returns http.ErrServerClosed after Close
+	}()
+	return l.Addr(), nil
+}
+
+// URL is the page's address on addr with the token in the fragment, which
+// browsers never send to servers. Whoever holds it can read the node.
+func URL(addr net.Addr, token string) string {
+	return "http://" + addr.String() + "/#token=" + token
+}
 
 // NewToken returns a fresh random read-only token (32 random bytes, hex).
 func NewToken() string {

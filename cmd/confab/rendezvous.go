@@ -20,6 +20,7 @@ type rendezvousInfo struct {
 	Addrs   []string `json:"addrs"`
 	WS      string   `json:"ws,omitempty"`
 	Metrics string   `json:"metrics,omitempty"`
+	Web     string   `json:"web,omitempty"`
 }
 
 func rendezvousCmd(g *globals) *cobra.Command {
@@ -69,6 +70,7 @@ else the default home's "rendezvous" subfolder.`,
 			if a := r.WSAddr(); a != "" {
 				info.WS = "ws://" + a + "/"
 			}
+			info.Web = r.WebURL()
 			if a := r.MetricsAddr(); a != "" {
 				info.Metrics = "http://" + a + "/metrics"
 			}
@@ -83,6 +85,9 @@ else the default home's "rendezvous" subfolder.`,
 				if info.WS != "" {
 					fmt.Fprintf(out, "  gateway %s\n", info.WS)
 				}
+				if info.Web != "" {
+					fmt.Fprintf(out, "  web page %s\n", info.Web)
+				}
 				if info.Metrics != "" {
 					fmt.Fprintf(out, "  metrics %s\n", info.Metrics)
 				}
@@ -95,6 +100,7 @@ else the default home's "rendezvous" subfolder.`,
 	f := c.Flags()
 	f.StringArrayVar(&cfg.Listen, "listen", cfg.Listen, "libp2p multiaddr to listen on (repeatable)")
 	f.StringVar(&cfg.WS, "ws", "", "serve the WebSocket gateway for thin clients on HOST:PORT (default off)")
+	f.StringVar(&cfg.Web, "web", "", "serve the read-only watch page on HOST:PORT (prints its URL with the token)")
 	f.StringVar(&cfg.Metrics, "metrics", "", "serve /healthz and Prometheus /metrics on HOST:PORT (default off; keep it private)")
 	f.StringVar(&secretFile, "join-secret-file", "", "file holding a secret gateway clients must present")
 	f.StringVar(&cfg.Name, "name", cfg.Name, "display name")
