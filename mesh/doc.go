@@ -41,5 +41,18 @@
 // a gossip reader, a peer watcher and a sync loop per channel, and two for
 // presence); Close stops and waits for all of them and must be called before
 // the node and history are closed. Lock order: Mesh.mu, then
-// Subscription.mu; presence.mu and authorRates.mu are leaves.
+// Subscription.mu; presence.mu, then direct.mu (presence tells the outbox a
+// peer appeared); authorRates.mu and cards.mu are leaves; direct.sendMu is
+// held across a DM's seq allocation and durable append, and takes no mesh
+// lock.
+//
+// # Cards, discovery, direct messages and calls
+//
+// card.go: an agent's signed card over /confab/card/1, cached CardTTL.
+// discovery.go: one DHT provider record per capability (CapKey), Find
+// confirms every candidate with its signed card. direct.go: DMs over
+// /confab/dm/1, acknowledged after the recipient stored them, with an
+// in-memory outbox (lost on restart; the sent copy stays in history) for
+// unreachable recipients; no end-to-end encryption yet, since no third party
+// holds a copy. calls.go: call, accept, reject and match on top of DMs.
 package mesh

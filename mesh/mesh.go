@@ -63,6 +63,9 @@ type Mesh struct {
 
 	presence *presence
 	stats    Stats
+
+	cards cards   // card.go
+	dx    *direct // direct.go
 }
 
 // Stats are counters for metrics. Read them with Mesh.Stats.
@@ -103,12 +106,23 @@ func New(n Node, h History, opts ...Option) (*Mesh, error) {
 		subs:     map[*Subscription]struct{}{},
 	}
 	n.Host().SetStreamHandler(syncProtocol, m.serveSync)
+	m.cards.cache = map[string]cachedCard{}
+	m.dx = newDirect()
+	n.Host().SetStreamHandler(cardProtocol, m.serveCard)
+	n.Host().SetStreamHandler(dmProtocol, m.serveDM)
 	p, err := startPresence(m)
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	m.presence = p
+	m.wg.Add(2)
+	go m.outboxLoop()
+	go m.callLoop()
+	if d := m.dht(); d != nil && len(m.cfg.caps) > 0 {
+		m.wg.Add(1)
+		go m.provideLoop(d)
+	}
 	for _, c := range m.loadState() {
 		if err := m.Join(ctx, c); err != nil {
 			m.log.Warn("rejoin failed", "channel", c, "err", err)
@@ -132,6 +146,8 @@ func (m *Mesh) Close() error {
 			m.presence.goodbye()
 		}
 		m.node.Host().RemoveStreamHandler(syncProtocol)
+		m.node.Host().RemoveStreamHandler(cardProtocol)
+		m.node.Host().RemoveStreamHandler(dmProtocol)
 		for _, c := range chans {
 			c.stop()
 		}

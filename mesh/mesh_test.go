@@ -28,11 +28,18 @@ type agent struct {
 
 func startAgent(t *testing.T, dir, name string, opts ...mesh.Option) *agent {
 	t.Helper()
+	return startAgentWith(t, dir, name, []node.Option{node.WithMDNS(true)}, opts...)
+}
+
+// startAgentWith is startAgent with extra node options (applied after the
+// identity and the loopback listen address).
+func startAgentWith(t *testing.T, dir, name string, nodeOpts []node.Option, opts ...mesh.Option) *agent {
+	t.Helper()
 	key, err := node.LoadIdentity(filepath.Join(dir, "identity.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := node.New(node.WithIdentity(key), node.WithListen("/ip4/127.0.0.1/tcp/0"), node.WithMDNS(true))
+	h, err := node.New(append([]node.Option{node.WithIdentity(key), node.WithListen("/ip4/127.0.0.1/tcp/0")}, nodeOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,10 @@ type config struct {
 	presenceTTL  time.Duration
 	stateFile    string
 	maxBatch     int
+	desc         string        // card.go
+	version      string        // card.go
+	reprovide    time.Duration // discovery.go
+	outboxMax    int           // direct.go
 }
 
 // Option configures a Mesh.
@@ -42,6 +46,9 @@ func defaults() config {
 		presenceTick: 5 * time.Second,
 		presenceTTL:  20 * time.Second,
 		maxBatch:     512,
+		version:      DefaultVersion,
+		reprovide:    DefaultReprovide,
+		outboxMax:    DefaultOutbox,
 	}
 }
 

@@ -194,6 +194,9 @@ func (p *presence) record(e *Envelope, b *beacon) {
 	if len(b.Channels) > maxBeaconChannels {
 		b.Channels = b.Channels[:maxBeaconChannels]
 	}
+	if old, ok := p.peers[e.From]; (!ok || time.Since(old.LastSeen) > p.m.cfg.presenceTTL) && e.From != p.m.self {
+		p.m.dx.peerSeen(e.From) // non-blocking: flush DMs waiting for it
+	}
 	p.peers[e.From] = &Peer{ID: e.From, Name: e.Name, Status: b.Status, Caps: b.Caps, Channels: b.Channels, LastSeen: time.Now()}
 	if len(p.lastTS) > 4*maxTrackedAuthors {
 		p.lastTS = map[string]int64{e.From: e.TS}
