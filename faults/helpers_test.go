@@ -239,13 +239,22 @@ func (p *proc) info(t testing.TB) mesh.Info {
 	return i
 }
 
+// historyPage is the page size the suite reads history with. It is one
+// below wsgateway.MaxHistoryLimit on purpose: a history request of exactly
+// MaxHistoryLimit never reports more pages (TestHistoryPagingComplete).
+const historyPage = wsgateway.MaxHistoryLimit - 1
+
 // historyOf pages a channel's whole history through a gateway client,
 // oldest first.
 func historyOf(ctx context.Context, c *wsgateway.Client, channel string) ([]mesh.Record, error) {
+	return historyPaged(ctx, c, channel, historyPage)
+}
+
+func historyPaged(ctx context.Context, c *wsgateway.Client, channel string, limit int) ([]mesh.Record, error) {
 	var all []mesh.Record
 	before := ""
 	for range 100000 {
-		page, more, err := c.History(ctx, channel, before, wsgateway.MaxHistoryLimit)
+		page, more, err := c.History(ctx, channel, before, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -439,14 +448,22 @@ func connect(t testing.TB, a, b interface{ Host() *node.Host }) {
 
 func (a *memAgent) Host() *node.Host { return a.node }
 
-// history is a's whole stored history of channel.
+// history is a's whole stored history of channel, paged with After.
 func (a *memAgent) history(t testing.TB, channel string) []mesh.Record {
 	t.Helper()
-	recs, err := a.mesh.After(context.Background(), channel, "", 100000)
-	if err != nil {
-		t.Fatal(err)
+	var all []mesh.Record
+	cursor := ""
+	for {
+		recs, err := a.mesh.After(context.Background(), channel, cursor, store.MaxLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, recs...)
+		if len(recs) < store.MaxLimit {
+			return all
+		}
+		cursor = recs[len(recs)-1].Cursor
 	}
-	return recs
 }
 
 // hasKey reports whether a stored a record whose content is key.

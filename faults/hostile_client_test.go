@@ -63,6 +63,12 @@ func startGateway(t *testing.T, tune func(*wsgateway.Config)) *gwFixture {
 	return f
 }
 
+type gwConfig = wsgateway.Config
+
+func (f *gwFixture) dial() (*wsgateway.Client, error) {
+	return wsgateway.Dial(context.Background(), "unix://"+f.sock)
+}
+
 // rawWS opens a WebSocket on the gateway's socket without the Go client,
 // so the test can misbehave.
 func (f *gwFixture) rawWS() (*websocket.Conn, *http.Response, error) {
