@@ -143,7 +143,7 @@ func joinAll(t *testing.T, ch string, as ...*agent) {
 func waitPresence(t *testing.T, ch string, n int, as ...*agent) {
 	t.Helper()
 	for _, a := range as {
-		waitFor(t, 20*time.Second, "presence of all agents", func() bool { return len(a.mesh.Who(context.Background(), ch)) >= n })
+		waitFor(t, 90*time.Second, "presence of all agents", func() bool { return len(a.mesh.Who(context.Background(), ch)) >= n })
 	}
 }
 
@@ -252,7 +252,7 @@ func TestInvalidEnvelopesRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Cancel()
-	waitFor(t, 20*time.Second, "raw node in topic mesh", func() bool { return len(topic.ListPeers()) > 0 })
+	waitFor(t, 90*time.Second, "raw node in topic mesh", func() bool { return len(topic.ListPeers()) > 0 })
 
 	otherKey, _ := node.LoadIdentity(filepath.Join(t.TempDir(), "o"))
 	mk := func(content string) *mesh.Envelope {
