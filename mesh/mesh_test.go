@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"go.uber.org/goleak"
 
 	"github.com/confabhq/confab/internal/netnstest"
 	"github.com/confabhq/confab/mesh"
@@ -139,7 +141,7 @@ func joinAll(t *testing.T, ch string, as ...*agent) {
 	}
 }
 
-// waitMesh waits until every agent sees the others in channel ch's presence.
+// waitPresence waits until every agent sees the others in channel ch's presence.
 func waitPresence(t *testing.T, ch string, n int, as ...*agent) {
 	t.Helper()
 	for _, a := range as {
@@ -289,4 +291,25 @@ func TestInvalidEnvelopesRejected(t *testing.T) {
 			t.Fatalf("stored a rejected envelope: %q", got.Content)
 		}
 	}
+}
+
+// Close of mesh, node and store leaves no goroutine behind.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	a := startAgent(t, dir, "atlas")
+	joinAll(t, "#leak", a)
+	s := a.mesh.Subscribe(nil, 0)
+	if _, err := a.mesh.Send(context.Background(), "#leak", "msg", "bye", ""); err != nil {
+		t.Fatal(err)
+	}
+	<-s.C()
+	a.stop()
+	if _, ok := <-s.C(); ok {
+		t.Fatal("subscription still open after Close")
+	}
+	if err := s.Err(); !errors.Is(err, mesh.ErrClosed) {
+		t.Fatalf("subscription Err() = %v, want ErrClosed", err)
+	}
+	a.stop() // Close is idempotent
 }
