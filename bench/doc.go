@@ -5,11 +5,11 @@
 // comparison a table of medians with min and max and the ratios between
 // confab and each baseline computed from the same run.
 //
-//	go run ./bench -size full -out docs/benchmarks.md
+//	go run ./bench -size full                  # writes docs/benchmarks.md (-out)
 //	go run ./bench -size tiny                  # seconds; what CI runs
 //	go run ./bench -size full -only tcp,nats -runs 3
 //
-// Lifecycle: main isolates itself first (ensureIsolated re-executes the
+// Lifecycle: main isolates itself first (netnstest.Reexec re-executes the
 // binary under `unshare -n` when any interface but loopback is visible, so
 // every node listens on 127.0.0.1 in a namespace of its own), raises
 // RLIMIT_NOFILE, then runs every selected scenario -runs times in sequence.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/confabhq/confab/internal/netnstest"
 )
 
 func main() {
@@ -24,11 +25,15 @@ func main() {
 	os.Exit(run())
 }
 
+// defaultOut is where a full-size run of every scenario writes its report
+// (relative to the module root, where `go run ./bench` runs).
+const defaultOut = "docs/benchmarks.md"
+
 func run() int {
 	var (
 		sizeFlag = flag.String("size", "tiny", "tiny (seconds, for CI) or full (the issue's sizes)")
 		runs     = flag.Int("runs", 0, "runs per scenario (default 5 for full, 1 for tiny)")
-		out      = flag.String("out", "", "also write the markdown report to this file")
+		out      = flag.String("out", "auto", "also write the markdown report to this file; auto: docs/benchmarks.md for a full-size run of every scenario, nothing otherwise; - for nothing")
 		only     = flag.String("only", "", "comma-separated scenario names (default all)")
 		list     = flag.Bool("list", false, "list scenarios and exit")
 		agents   = flag.String("agents", "", "override the channel comparison's group sizes, e.g. 2,10 (default: tiny 2,5; full 2,10,50)")
@@ -68,13 +73,14 @@ func run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := ensureIsolated(); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			return int(ee)
-		}
-		fmt.Fprintln(os.Stderr, err)
+	// Every node listens on 127.0.0.1 in a namespace of its own.
+	exited, code, err := netnstest.Reexec()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
+	}
+	if exited {
+		return code
 	}
 	raiseNoFile(1 << 16)
 
@@ -103,7 +109,14 @@ func run() int {
 		return 1
 	}
 	os.Stdout.Write(buf.Bytes())
-	if *out != "" {
+	if *out == "auto" {
+		*out = ""
+		if size == Full && *only == "" && *agents == "" {
+			*out = defaultOut
+		}
+	}
+	if *out != "" && *out != "-" {
+		log.Info("writing report", "file", *out)
 		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: write report: %v\n", err)
 			return 1
