@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -16,9 +17,11 @@ func init() {
 		Name:     "badger",
 		Compare:  CompareHistory,
 		Baseline: true,
-		Method: "badger v4.9.6 with default options on a fresh directory on disk (under $TMPDIR, or -dir), 200-byte values under " +
+		Method: "badger v4.9.6 with default options on a fresh directory on disk (under $TMPDIR, or -dir), 200-byte random values under " +
 			"16-byte big-endian keys, one writer: (a) SyncWrites=true and one `Update` transaction per message; (b) SyncWrites=false, " +
-			"one transaction of 1000 messages, Commit, then `DB.Sync()`. Each part is bounded by a message count and a time limit.",
+			"one transaction of 1000 messages, Commit, then `DB.Sync()`; (c) SyncWrites=true, 256 goroutines each running one `Update` per message " +
+			"(badger joins concurrent commits into one write and sync); (d) reading the newest 100 of (c) with a reverse iterator, repeated; " +
+			"(e) bytes on disk per message of (c) after Close. Each part is bounded by a message count and a time limit.",
 		Run: runBadger,
 	})
 }
@@ -48,10 +51,10 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 		return res, fmt.Errorf("bench: badger temp dir: %w", err)
 	}
 	defer os.RemoveAll(root)
+	// Random values: badger compresses its tables, and a run of one byte
+	// would make bytes on disk meaningless.
 	val := make([]byte, 200)
-	for i := range val {
-		val[i] = 'v'
-	}
+	rand.Read(val)
 
 	// (a) one synced transaction per message.
 	limit := pick(size, 2*time.Second, 5*time.Second)
@@ -114,5 +117,47 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 		return res, fmt.Errorf("bench: badger batch at %d: %w", n, err)
 	}
 	res.Add("synced writes, batches of 1000", "writes/s", float64(n)/el.Seconds(), Higher)
+
+	// (c) concurrent synced writers, (d) newest 100, (e) bytes on disk.
+	dirC := filepath.Join(root, "c")
+	db, err = openBadger(dirC, true)
+	if err != nil {
+		return res, err
+	}
+	msgs := make([]struct{}, pick(size, 4000, 200000))
+	stored, el, err := appendConcurrently(ctx, historyWriters, pick(size, time.Second, 5*time.Second), func(i int) error {
+		return db.Update(func(txn *badger.Txn) error { return txn.Set(badgerKey(i), val) })
+	}, len(msgs))
+	if err != nil {
+		db.Close()
+		return res, fmt.Errorf("bench: badger concurrent: %w", err)
+	}
+	res.Add(fmt.Sprintf("synced writes, %d concurrent writers", historyWriters), "writes/s", float64(stored)/el.Seconds(), Higher)
+	lat := make([]float64, 0, 2000)
+	for i := 0; i < pick(size, 200, 2000) && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		got := 0
+		err = db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Reverse: true, PrefetchValues: true, PrefetchSize: 100, Prefix: []byte("msg/")})
+			defer it.Close()
+			for it.Seek(append([]byte("msg/"), 0xff)); it.Valid() && got < 100; it.Next() {
+				if _, err := it.Item().ValueCopy(nil); err != nil {
+					return err
+				}
+				got++
+			}
+			return nil
+		})
+		if err != nil || got != min(100, stored) {
+			db.Close()
+			return res, fmt.Errorf("bench: badger newest 100: got %d: %v", got, err)
+		}
+		lat = append(lat, us(time.Since(t0)))
+	}
+	res.Add("read latest 100, p50", "µs", percentile(lat, 50), Lower)
+	if err := db.Close(); err != nil {
+		return res, err
+	}
+	res.Add("bytes on disk per message", "B", float64(diskBytes(dirC))/float64(stored), Lower)
 	return res, nil
 }

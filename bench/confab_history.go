@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/store"
+)
+
+func init() {
+	Register(Scenario{
+		Name:    "confab-store",
+		Compare: CompareHistory,
+		Method: "store.DB with its defaults (badger SyncWrites=true, group commit of up to 1024 envelopes per synced transaction) on a fresh " +
+			"directory on disk (under $TMPDIR, or -dir); envelopes are really signed (before the clock) by 16 authors in one channel, " +
+			"200 bytes of random base64 text as content (~430 bytes in binary form). (a) 256 goroutines each Append one envelope at a time (the path of " +
+			"many agents or gateway clients sending at once); (b) one caller appends batches of 1000; (c) Before(channel, \"\", 100) on the " +
+			"store of (a), repeated; (d) bytes on disk per message: the store directory's allocated blocks after Close (badger flushes and " +
+			"truncates on Close), divided by the messages of (a), indexes (search postings of the random words included) and badger's fixed files included; (e) catch-up: node A (node.Host, store on disk, mesh) holds " +
+			"the channel's messages, node B joins the channel empty and is then connected to A; the clock runs from the connect until B's store " +
+			"holds every message (polled every 5 ms), all of it through /confab/sync/1 pages of 1000, each envelope verified and stored by B.",
+		Run: runConfabStore,
+	})
+}
+
+// historyWriters is how many goroutines append at once in the concurrent
+// parts of the history comparison.
+const historyWriters = 256
+
+// signedEnvelopes returns n signed envelopes of channel by `authors` authors,
+// each author's seqs 1, 2, ... in order, interleaved round-robin.
+func signedEnvelopes(channel string, authors, n int) ([]*mesh.Envelope, error) {
+	keys := make([]crypto.PrivKey, authors)
+	for i := range keys {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+	}
+	envs := make([]*mesh.Envelope, n)
+	// Random text (base64 of random bytes): badger compresses its tables.
+	raw := make([]byte, payloadLen*3/4)
+	now := time.Now().UnixMilli()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for w := range 2 {
+		wg.Go(func() {
+			for i := w; i < n; i += 2 {
+				r := append([]byte(nil), raw...)
+				rand.Read(r)
+				e := &mesh.Envelope{Channel: channel, Name: "bench", Seq: uint64(i/authors + 1), TS: now, Kind: "msg", Content: base64.StdEncoding.EncodeToString(r)}
+				if err := e.Sign(keys[i%authors]); err != nil {
+					errs[w] = err
+					return
+				}
+				envs[i] = e
+			}
+		})
+	}
+	wg.Wait()
+	return envs, errors.Join(errs...)
+}
+
+// appendConcurrently calls appendOne(i) for i in 0..count-1 from `writers`
+// goroutines until all are done or limit passes; it returns how many were
+// done and how long it took.
+func appendConcurrently(ctx context.Context, writers int, limit time.Duration, appendOne func(i int) error, count int) (int, time.Duration, error) {
+	var next, done atomic.Int64
+	deadline := time.Now().Add(limit)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	start := time.Now()
+	for range writers {
+		wg.Go(func() {
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				i := int(next.Add(1) - 1)
+				if i >= count {
+					return
+				}
+				if err := appendOne(i); err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(done.Load()), time.Since(start), errors.Join(firstErr, ctx.Err())
+}
+
+// diskBytes is the space the files under dir occupy (allocated blocks).
+func diskBytes(dir string) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				total += st.Blocks * 512 // badger's DISCARD file is sparse
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+func openStore(dir string) (*store.DB, error) {
+	cfg := store.DefaultConfig()
+	cfg.Dir = dir
+	cfg.Logger = discard
+	db, err := store.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bench: store %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
+	root, err := os.MkdirTemp(benchDir, "confab-bench-history-")
+	if err != nil {
+		return res, fmt.Errorf("bench: history temp dir: %w", err)
+	}
+	defer os.RemoveAll(root)
+	n := pick(size, 4000, 200000)
+	envs, err := signedEnvelopes(confabBenchChannel, 16, n)
+	if err != nil {
+		return res, fmt.Errorf("bench: sign: %w", err)
+	}
+
+	// (a) concurrent appenders, one envelope per call.
+	dirA := filepath.Join(root, "a")
+	db, err := openStore(dirA)
+	if err != nil {
+		return res, err
+	}
+	stored, el, err := appendConcurrently(ctx, historyWriters, pick(size, time.Second, 5*time.Second), func(i int) error {
+		_, err := db.Append(ctx, envs[i:i+1])
+		return err
+	}, len(envs))
+	if err != nil {
+		db.Close()
+		return res, fmt.Errorf("bench: concurrent appends: %w", err)
+	}
+	res.Add(fmt.Sprintf("synced writes, %d concurrent writers", historyWriters), "writes/s", float64(stored)/el.Seconds(), Higher)
+	st := db.Stats()
+	res.Metrics[len(res.Metrics)-1].Note = fmt.Sprintf("%d envelopes in %d synced commits (%.0f per commit)", st.Appends, st.Syncs, float64(st.Appends)/max(1, float64(st.Syncs)))
+
+	// (c) latest 100 of the channel.
+	lat := make([]float64, 0, 2000)
+	for i := 0; i < pick(size, 200, 2000) && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		got, _, err := db.Before(ctx, confabBenchChannel, "", 100)
+		if err != nil || len(got) != min(100, stored) {
+			db.Close()
+			return res, fmt.Errorf("bench: latest 100: got %d: %v", len(got), err)
+		}
+		lat = append(lat, us(time.Since(t0)))
+	}
+	res.Add("read latest 100, p50", "µs", percentile(lat, 50), Lower)
+	if err := db.Close(); err != nil {
+		return res, err
+	}
+	res.Add("bytes on disk per message", "B", float64(diskBytes(dirA))/float64(stored), Lower)
+	res.Metrics[len(res.Metrics)-1].Note = fmt.Sprintf("%d messages", stored)
+
+	// (b) batches of 1000 from one caller.
+	db, err = openStore(filepath.Join(root, "b"))
+	if err != nil {
+		return res, err
+	}
+	const batch = 1000
+	stored, start := 0, time.Now()
+	for stored+batch <= len(envs) && time.Since(start) < pick(size, time.Second, 5*time.Second) && ctx.Err() == nil {
+		if _, err = db.Append(ctx, envs[stored:stored+batch]); err != nil {
+			break
+		}
+		stored += batch
+	}
+	el = time.Since(start)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, fmt.Errorf("bench: batched appends: %w", err)
+	}
+	res.Add("synced writes, batches of 1000", "writes/s", float64(stored)/el.Seconds(), Higher)
+
+	// (e) catch-up of a node that joins empty.
+	cn := pick(size, 4000, 100000)
+	d, err := measureCatchUp(ctx, envs[:cn])
+	if err != nil {
+		return res, err
+	}
+	res.Add(fmt.Sprintf("catch-up of %d messages", cn), "s", d.Seconds(), Lower)
+	return res, nil
+}
+
+func measureCatchUp(ctx context.Context, envs []*mesh.Envelope) (time.Duration, error) {
+	a, err := newConfabNode(confabOpts{disk: true})
+	if err != nil {
+		return 0, err
+	}
+	defer a.Close()
+	for i := 0; i < len(envs); i += 1000 {
+		if _, err := a.db.Append(ctx, envs[i:min(i+1000, len(envs))]); err != nil {
+			return 0, fmt.Errorf("bench: catch-up fill: %w", err)
+		}
+	}
+	if err := a.m.Join(ctx, confabBenchChannel); err != nil {
+		return 0, fmt.Errorf("bench: catch-up join a: %w", err)
+	}
+	b, err := newConfabNode(confabOpts{disk: true})
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	if err := b.m.Join(ctx, confabBenchChannel); err != nil {
+		return 0, fmt.Errorf("bench: catch-up join b: %w", err)
+	}
+	want := uint64(len(envs))
+	start := time.Now()
+	if err := connectConfab(ctx, b, a); err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		hw, err := b.db.HighWater(wctx, confabBenchChannel)
+		if err != nil {
+			return 0, fmt.Errorf("bench: catch-up: %w", err)
+		}
+		var have uint64
+		for _, s := range hw {
+			have += s
+		}
+		if have >= want {
+			return time.Since(start), nil
+		}
+		select {
+		case <-wctx.Done():
+			return 0, fmt.Errorf("bench: catch-up: B holds %d of %d: %w", have, want, wctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
