@@ -277,7 +277,7 @@ func reqOfReply(f Frame) string {
 	case *SearchReply:
 		return f.Req
 	}
-	return ""
+	return agentReq(f)
 }
 
 // newReq registers a pending call and returns its req id.

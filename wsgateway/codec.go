@@ -103,7 +103,9 @@ func decodeRequest(b []byte) (Frame, string, *Error) {
 	case TypeSearch:
 		f = &SearchRequest{}
 	default:
-		return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
+		if f = newAgentRequest(h.Type); f == nil { // frames_direct.go
+			return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
+		}
 	}
 	if err := json.Unmarshal(b, f); err != nil {
 		return nil, h.Req, errorf(CodeBadFrame, "%s: %v", h.Type, err)
@@ -203,6 +205,9 @@ func validateRequest(f Frame) *Error {
 	case *SearchRequest:
 		return validateSearch(f)
 	}
+	if err, ok := validateAgentRequest(f); ok {
+		return err
+	}
 	return errorf(CodeUnknownType, "not a request frame: %s", f.Type())
 }
 
@@ -240,7 +245,9 @@ func DecodeReply(b []byte) (Frame, error) {
 	case TypeSearch:
 		f = &SearchReply{}
 	default:
-		return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
+		if f = newAgentReply(h.Type); f == nil { // frames_direct.go
+			return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
+		}
 	}
 	if err := json.Unmarshal(b, f); err != nil {
 		return nil, errorf(CodeBadFrame, "%s: %v", h.Type, err)
@@ -312,6 +319,9 @@ func validateReply(f Frame) *Error {
 			}
 		}
 		return needReq(f.Req)
+	}
+	if err, ok := validateAgentReply(f); ok {
+		return err
 	}
 	return nil
 }

@@ -366,6 +366,8 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		reply, err = c.search(ctx, f)
 	case *Ping:
 		reply = &Pong{Req: f.Req}
+	default:
+		reply, _, err = c.handleAgent(ctx, f) // frames_direct.go
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -412,7 +414,7 @@ func reqOf(f Frame) string {
 	case *SearchRequest:
 		return f.Req
 	}
-	return ""
+	return agentReq(f)
 }
 
 // errorFrame maps a backend error to an error frame. Internal errors are
@@ -451,6 +453,9 @@ func codeOf(err error) string {
 		return CodeSeqGap
 	case errors.Is(err, mesh.ErrClosed), errors.Is(err, context.Canceled):
 		return CodeClosed
+	}
+	if code := agentCode(err); code != "" { // frames_discovery.go
+		return code
 	}
 	return CodeInternal
 }

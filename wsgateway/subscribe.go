@@ -31,6 +31,9 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 		channels := f.Channels
 		if len(channels) == 0 {
 			channels = b.Info().Channels
+			if in := inboxChannel(b); in != "" && c.s.cfg.Mode == ModeLocal {
+				channels = append(channels, in) // direct messages and calls received (frames_direct.go)
+			}
 		}
 		var err error
 		m, err = newMerger(ctx, b, dedupe(channels), f.Since, c.s.cfg.ReplayPage)
