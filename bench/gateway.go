@@ -108,18 +108,23 @@ func (s *gorillaServer) wsURL() string { return s.URL }
 // measureIdle starts a server, has a child process open n idle connections
 // to it, and reports the server process's memory per connection.
 func measureIdle(ctx context.Context, n int, start func() (idleServer, error), res *Result) error {
-	before := settledMem()
 	srv, err := start()
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	// Sampled after the server started: only the connections' cost counts.
+	before := settledMem()
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("bench: idle: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", childEnv, srv.wsURL(), n))
+	mode := ""
+	if _, ok := srv.(interface{ authenticated() }); ok {
+		mode = " auth"
+	}
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d%s", childEnv, srv.wsURL(), n, mode))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -180,7 +185,8 @@ func settledMem() memSample {
 	return memSample{rssKB: rss, goBytes: ms.HeapInuse + ms.StackInuse}
 }
 
-// childEnv, when set to "URL N", turns this binary (the bench command or its
+// childEnv, when set to "URL N" or "URL N auth" (confab's gateway: each
+// connection authenticates with its own key), turns this binary (the bench command or its
 // test binary) into the idle-client process: it opens N WebSocket
 // connections to URL, prints "ready N", holds them until stdin closes, and
 // exits.
@@ -193,14 +199,22 @@ func childMode() bool {
 	if v == "" {
 		return false
 	}
-	url, ns, _ := strings.Cut(v, " ")
+	f := strings.Fields(v)
+	if len(f) < 2 {
+		f = append(f, "")
+	}
+	url, ns := f[0], f[1]
 	n, err := strconv.Atoi(ns)
 	if err != nil || n <= 0 {
 		fmt.Fprintf(os.Stderr, "bench: bad %s=%q\n", childEnv, v)
 		os.Exit(2)
 	}
 	raiseNoFile(uint64(n) + 1024)
-	if err := holdClients(url, n); err != nil {
+	hold := holdClients
+	if len(f) > 2 && f[2] == "auth" {
+		hold = holdAuthedClients
+	}
+	if err := hold(url, n); err != nil {
 		fmt.Fprintf(os.Stdout, "error %v\n", err)
 		os.Exit(1)
 	}
