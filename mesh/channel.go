@@ -69,7 +69,10 @@ func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
 		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
 	}
 	ps := m.node.PubSub()
-	tn := topicName(name)
+	tn := m.topicName(name)
+	if tn == "" {
+		return nil, fmt.Errorf("mesh: join %s: %w", name, ErrNoKey)
+	}
 	if err := ps.RegisterTopicValidator(tn, m.validator(name)); err != nil {
 		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
 	}
@@ -127,7 +130,7 @@ func (c *channel) stop() {
 		c.events.Cancel()
 		c.wg.Wait()
 		_ = c.topic.Close()
-		_ = c.m.node.PubSub().UnregisterTopicValidator(topicName(c.name))
+		_ = c.m.node.PubSub().UnregisterTopicValidator(c.topic.String())
 	})
 }
 
@@ -482,6 +485,10 @@ func (m *Mesh) validator(name string) pubsub.ValidatorEx {
 		if err != nil || e.Channel != name {
 			m.stats.add(&m.stats.RejectedInvalid, 1)
 			return pubsub.ValidationReject
+		}
+		if isPrivate(name) && !m.priv.mayPost(name, e) { // private.go: members' ciphertext only
+			m.stats.add(&m.stats.RejectedInvalid, 1)
+			return pubsub.ValidationIgnore
 		}
 		now := time.Now()
 		ts := time.UnixMilli(e.TS)

@@ -64,8 +64,9 @@ type Mesh struct {
 	presence *presence
 	stats    Stats
 
-	cards cards   // card.go
-	dx    *direct // direct.go
+	cards cards    // card.go
+	dx    *direct  // direct.go
+	priv  *private // private.go
 }
 
 // Stats are counters for metrics. Read them with Mesh.Stats.
@@ -106,6 +107,8 @@ func New(n Node, h History, opts ...Option) (*Mesh, error) {
 		subs:     map[*Subscription]struct{}{},
 	}
 	n.Host().SetStreamHandler(syncProtocol, m.serveSync)
+	m.priv = newPrivate(cfg.stateFile, m.log)
+	n.Host().SetStreamHandler(privateProtocol, m.servePrivate)
 	m.cards.cache = map[string]cachedCard{}
 	m.dx = newDirect()
 	n.Host().SetStreamHandler(cardProtocol, m.serveCard)
@@ -116,9 +119,10 @@ func New(n Node, h History, opts ...Option) (*Mesh, error) {
 		return nil, err
 	}
 	m.presence = p
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.outboxLoop()
 	go m.callLoop()
+	go m.refreshLoop()
 	if d := m.dht(); d != nil && len(m.cfg.caps) > 0 {
 		m.wg.Add(1)
 		go m.provideLoop(d)
@@ -146,6 +150,7 @@ func (m *Mesh) Close() error {
 			m.presence.goodbye()
 		}
 		m.node.Host().RemoveStreamHandler(syncProtocol)
+		m.node.Host().RemoveStreamHandler(privateProtocol)
 		m.node.Host().RemoveStreamHandler(cardProtocol)
 		m.node.Host().RemoveStreamHandler(dmProtocol)
 		for _, c := range chans {
@@ -194,7 +199,7 @@ func (m *Mesh) Channels() []string {
 // Join subscribes to channel's topic, loads its history state and starts
 // catching up with the peers in it. Joining a joined channel is a no-op.
 func (m *Mesh) Join(ctx context.Context, name string) error {
-	if !ValidChannel(name) || name[0] != '#' {
+	if !ValidChannel(name) || (name[0] != '#' && !isPrivate(name)) {
 		return fmt.Errorf("mesh: join %q: %w", trunc(name), ErrBadChannel)
 	}
 	m.mu.Lock()
@@ -270,9 +275,16 @@ func (m *Mesh) Send(ctx context.Context, channel, kind, content, replyTo string)
 	if kind == "" {
 		kind = "msg"
 	}
+	channel = m.resolveChannel(channel)
 	c, err := m.channel(channel)
 	if err != nil {
 		return Record{}, err
+	}
+	if isPrivate(channel) { // private.go: members see the text, the wire a ciphertext
+		if content, err = m.encryptFor(channel, kind, content, replyTo); err != nil {
+			return Record{}, err
+		}
+		kind = KindEncrypted
 	}
 	probe := Envelope{Channel: channel, From: m.self, Name: m.cfg.name, Seq: 1, TS: 1, Kind: kind, Content: content, ReplyTo: replyTo}
 	if err := probe.Validate(); err != nil {
@@ -301,6 +313,7 @@ func (m *Mesh) Publish(ctx context.Context, env *Envelope) (Record, error) {
 
 // After pages channel's history oldest first, strictly after cursor.
 func (m *Mesh) After(ctx context.Context, channel, cursor string, limit int) ([]Record, error) {
+	channel = m.resolveChannel(channel)
 	if !ValidChannel(channel) {
 		return nil, fmt.Errorf("mesh: history %q: %w", trunc(channel), ErrBadChannel)
 	}
@@ -310,6 +323,7 @@ func (m *Mesh) After(ctx context.Context, channel, cursor string, limit int) ([]
 
 // Before returns the newest limit records strictly before cursor, oldest first.
 func (m *Mesh) Before(ctx context.Context, channel, cursor string, limit int) ([]Record, error) {
+	channel = m.resolveChannel(channel)
 	if !ValidChannel(channel) {
 		return nil, fmt.Errorf("mesh: history %q: %w", trunc(channel), ErrBadChannel)
 	}
@@ -380,7 +394,7 @@ func (m *Mesh) loadState() []string {
 	}
 	var out []string
 	for _, c := range st.Channels {
-		if ValidChannel(c) && c[0] == '#' {
+		if ValidChannel(c) && (c[0] == '#' || isPrivate(c)) {
 			out = append(out, c)
 		}
 	}
@@ -404,7 +418,13 @@ func (m *Mesh) saveState() {
 	}
 }
 
-// topicName maps a channel to its gossipsub topic.
-func topicName(channel string) string { return topicPrefix + channel }
+// topicName maps a channel to its gossipsub topic. A private channel's topic
+// derives from its key (private.go); "" when this node holds no key.
+func (m *Mesh) topicName(channel string) string {
+	if isPrivate(channel) {
+		return m.priv.topic(channel)
+	}
+	return topicPrefix + channel
+}
 
 func peerID(s string) (peer.ID, error) { return peer.Decode(s) }

@@ -28,6 +28,9 @@ func (m *Mesh) Subscribe(channels []string, queue int) *Subscription {
 		queue = DefaultQueue
 	}
 	s := &Subscription{m: m, channels: slices.Clone(channels), ch: make(chan Record, queue)}
+	for i, c := range s.channels {
+		s.channels[i] = m.resolveChannel(c) // a private channel's local name
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

@@ -110,6 +110,10 @@ func (m *Mesh) serveSync(s network.Stream) {
 		_ = s.Reset() // we do not serve channels we are not in
 		return
 	}
+	if isPrivate(req.Channel) && !m.priv.isMember(req.Channel, s.Conn().RemotePeer().String()) {
+		_ = s.Reset() // private.go: only members pull a private channel
+		return
+	}
 	m.stats.add(&m.stats.SyncServed, 1)
 	ctx, cancel := context.WithTimeout(m.ctx, syncTimeout)
 	defer cancel()

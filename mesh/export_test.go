@@ -1,0 +1,20 @@
+package mesh
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// TopicOf exposes a private channel's gossipsub topic to tests that play an
+// insider-grade eavesdropper.
+func TopicOf(m *Mesh, channel string) string { return m.priv.topic(channel) }
+
+// ResendKnock sends an already signed knock envelope again (a replay).
+func ResendKnock(ctx context.Context, m *Mesh, host string, e *Envelope) (JoinResult, error) {
+	pid, err := peer.Decode(host)
+	if err != nil {
+		return JoinResult{}, err
+	}
+	return m.sendKnock(ctx, pid, e, nil)
+}
