@@ -13,7 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if childMode() { // the idle-client process of the gorilla scenario
+	if childMode() { // the idle-client process of the gateway scenarios
 		return
 	}
 	raiseNoFile(1 << 16)
@@ -174,9 +174,26 @@ func metricUnit(m Metric) string {
 	return r.Replace(m.Unit + "/" + m.Name)
 }
 
-func BenchmarkTCP(b *testing.B)          { benchScenario(b, "tcp") }
-func BenchmarkLibp2pStream(b *testing.B) { benchScenario(b, "libp2p-stream") }
-func BenchmarkGossipsub(b *testing.B)    { benchScenario(b, "gossipsub") }
-func BenchmarkNATS(b *testing.B)         { benchScenario(b, "nats") }
-func BenchmarkGorilla(b *testing.B)      { benchScenario(b, "gorilla") }
-func BenchmarkBadger(b *testing.B)       { benchScenario(b, "badger") }
+func BenchmarkTCP(b *testing.B)           { benchScenario(b, "tcp") }
+func BenchmarkLibp2pStream(b *testing.B)  { benchScenario(b, "libp2p-stream") }
+func BenchmarkGossipsub(b *testing.B)     { benchScenario(b, "gossipsub") }
+func BenchmarkNATS(b *testing.B)          { benchScenario(b, "nats") }
+func BenchmarkGorilla(b *testing.B)       { benchScenario(b, "gorilla") }
+func BenchmarkBadger(b *testing.B)        { benchScenario(b, "badger") }
+func BenchmarkConfab(b *testing.B)        { benchScenario(b, "confab") }
+func BenchmarkConfabBundle(b *testing.B)  { benchScenario(b, "confab-bundle") }
+func BenchmarkConfabGateway(b *testing.B) { benchScenario(b, "confab-gateway") }
+func BenchmarkConfabStore(b *testing.B)   { benchScenario(b, "confab-store") }
+func BenchmarkDHT(b *testing.B)           { benchScenario(b, "dht") }
+func BenchmarkConfabFind(b *testing.B)    { benchScenario(b, "confab-find") }
+
+func TestConfabContent(t *testing.T) {
+	p := makePayload(7, 42)
+	c := confabContent(p)
+	if len(c) != payloadLen {
+		t.Errorf("content is %d bytes, want %d", len(c), payloadLen)
+	}
+	if got := confabPayload(c); string(got) != string(p[:20]) {
+		t.Errorf("confabPayload(confabContent(p)) = %x, want %x", got, p[:20])
+	}
+}
