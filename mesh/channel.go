@@ -319,7 +319,13 @@ func (c *channel) process(batch []*item) {
 			case e.Seq < n:
 				m.stats.add(&m.stats.Duplicates, 1)
 				if it.reply != nil {
-					it.reply <- result{rec: Record{Env: e}}
+					// A client re-sending what is stored gets its ack again;
+					// a different envelope with a used seq is equivocation.
+					if _, err := m.hist.Get(c.ctx, e.ID); err != nil {
+						it.reply <- result{err: fmt.Errorf("mesh: publish seq %d of %s: %w: already used by another envelope, expected %d", e.Seq, e.From, ErrSeqGap, n)}
+					} else {
+						it.reply <- result{rec: Record{Env: e}}
+					}
 				} else {
 					// Possibly a late arrival after a skipped gap: let the
 					// idempotent store decide.

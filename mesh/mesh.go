@@ -33,6 +33,7 @@ type History interface {
 	Before(ctx context.Context, channel, cursor string, limit int) ([]*Envelope, []string, error)
 	HighWater(ctx context.Context, channel string) (map[string]uint64, error)
 	Since(ctx context.Context, channel, author string, afterSeq uint64, limit int) ([]*Envelope, error)
+	Get(ctx context.Context, id string) (*Envelope, error)
 }
 
 // topicPrefix namespaces channel topics; the presence topic is separate.

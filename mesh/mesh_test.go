@@ -313,3 +313,40 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	a.stop() // Close is idempotent
 }
+
+// A thin client's publish: the next seq is stored, a retry of the same
+// envelope is acknowledged again, a different envelope reusing the seq and
+// one skipping ahead are refused.
+func TestPublishSeqRules(t *testing.T) {
+	const ch = "#thin"
+	a := startAgent(t, t.TempDir(), "rendezvous")
+	joinAll(t, ch, a)
+	client, err := node.LoadIdentity(filepath.Join(t.TempDir(), "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(seq uint64, content string) *mesh.Envelope {
+		e := &mesh.Envelope{Channel: ch, Name: "thin", Seq: seq, TS: time.Now().UnixMilli(), Kind: "msg", Content: content}
+		if err := e.Sign(client); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	first := mk(1, "one")
+	rec, err := a.mesh.Publish(context.Background(), first)
+	if err != nil || rec.Cursor == "" {
+		t.Fatalf("Publish(seq 1) = %+v, %v; want stored", rec, err)
+	}
+	if rec, err := a.mesh.Publish(context.Background(), first); err != nil || rec.Cursor != "" {
+		t.Fatalf("Publish(same envelope again) = %+v, %v; want a duplicate ack", rec, err)
+	}
+	for _, e := range []*mesh.Envelope{mk(1, "another one"), mk(3, "three")} {
+		if _, err := a.mesh.Publish(context.Background(), e); !errors.Is(err, mesh.ErrSeqGap) {
+			t.Fatalf("Publish(seq %d %q) = %v, want ErrSeqGap", e.Seq, e.Content, err)
+		}
+	}
+	recs, _ := a.mesh.After(context.Background(), ch, "", 10)
+	if len(recs) != 1 || recs[0].Env.ID != first.ID {
+		t.Fatalf("stored %d envelopes, want only the first", len(recs))
+	}
+}
