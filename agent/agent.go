@@ -82,7 +82,8 @@ type Agent struct {
 	fol    *follower   // asks rendezvous nodes to follow our channels (rendezvous.go)
 	web    *web.Server // the watch page, nil without Config.Web (web.go)
 	webURL string
-	fs     *files // inbox/outbox files, nil without Config.Files (files.go)
+	fs     *files   // inbox/outbox files, nil without Config.Files (files.go)
+	bx     *bundles // code handoff: bundle server and offer watcher (bundle.go)
 	log    *slog.Logger
 	once   sync.Once
 }
@@ -155,8 +156,11 @@ func New(cfg Config) (_ *Agent, err error) {
 	if cfg.Files {
 		a.fs = startFiles(cfg.Home, a.mesh, log)
 	}
+	if a.bx, err = startBundles(cfg.Home, a.host.Host(), a.mesh, log); err != nil {
+		return nil, err
+	}
 	gc := wsgateway.DefaultConfig()
-	gc.Backend = wsgateway.FromMesh(a.mesh)
+	gc.Backend = bundleBackend{a.mesh, a.bx}
 	gc.Logger = log
 	if a.gw, err = wsgateway.New(gc); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -199,6 +203,7 @@ func (a *Agent) Close() error {
 			a.fol.close()
 		}
 		a.fs.close()
+		a.bx.close()
 		if a.mesh != nil {
 			errs = append(errs, a.mesh.Close())
 		}

@@ -276,6 +276,12 @@ func reqOfReply(f Frame) string {
 		return f.Req
 	case *SearchReply:
 		return f.Req
+	case *HandoffReply:
+		return f.Req
+	case *BundlesReply:
+		return f.Req
+	case *ApplyReply:
+		return f.Req
 	}
 	return agentReq(f)
 }

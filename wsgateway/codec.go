@@ -102,6 +102,12 @@ func decodeRequest(b []byte) (Frame, string, *Error) {
 		f = &SeqRequest{}
 	case TypeSearch:
 		f = &SearchRequest{}
+	case TypeHandoff:
+		f = &HandoffRequest{}
+	case TypeBundles:
+		f = &BundlesRequest{}
+	case TypeApply:
+		f = &ApplyRequest{}
 	default:
 		if f = newAgentRequest(h.Type); f == nil { // frames_direct.go
 			return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
@@ -204,6 +210,12 @@ func validateRequest(f Frame) *Error {
 		return validateSeq(f)
 	case *SearchRequest:
 		return validateSearch(f)
+	case *HandoffRequest:
+		return validateHandoff(f)
+	case *BundlesRequest:
+		return validateBundles(f)
+	case *ApplyRequest:
+		return validateApply(f)
 	}
 	if err, ok := validateAgentRequest(f); ok {
 		return err
@@ -244,6 +256,12 @@ func DecodeReply(b []byte) (Frame, error) {
 		f = &SeqReply{}
 	case TypeSearch:
 		f = &SearchReply{}
+	case TypeHandoff:
+		f = &HandoffReply{}
+	case TypeBundles:
+		f = &BundlesReply{}
+	case TypeApply:
+		f = &ApplyReply{}
 	default:
 		if f = newAgentReply(h.Type); f == nil { // frames_direct.go
 			return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
@@ -319,6 +337,8 @@ func validateReply(f Frame) *Error {
 			}
 		}
 		return needReq(f.Req)
+	case *HandoffReply, *BundlesReply, *ApplyReply:
+		return validateBundleReply(f)
 	}
 	if err, ok := validateAgentReply(f); ok {
 		return err

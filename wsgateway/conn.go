@@ -364,6 +364,8 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		reply, err = c.nextSeq(ctx, f)
 	case *SearchRequest:
 		reply, err = c.search(ctx, f)
+	case *HandoffRequest, *BundlesRequest, *ApplyRequest:
+		reply, err = c.bundleFrame(ctx, f)
 	case *Ping:
 		reply = &Pong{Req: f.Req}
 	default:
@@ -412,6 +414,12 @@ func reqOf(f Frame) string {
 	case *SeqRequest:
 		return f.Req
 	case *SearchRequest:
+		return f.Req
+	case *HandoffRequest:
+		return f.Req
+	case *BundlesRequest:
+		return f.Req
+	case *ApplyRequest:
 		return f.Req
 	}
 	return agentReq(f)
