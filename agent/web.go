@@ -1,13 +1,8 @@
 package agent
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"path/filepath"
 
-	"github.com/confabhq/confab/mesh"
-	"github.com/confabhq/confab/store"
 	"github.com/confabhq/confab/web"
 	"github.com/confabhq/confab/wsgateway"
 )
@@ -24,7 +19,7 @@ func (a *Agent) startWeb(addr string) error {
 	if err != nil {
 		return err
 	}
-	page, err := web.New(web.Config{Backend: searchable{wsgateway.FromMesh(a.mesh), a.db}, Token: tok, Logger: a.log})
+	page, err := web.New(web.Config{Backend: wsgateway.FromMesh(a.mesh), Token: tok, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -41,26 +36,3 @@ func (a *Agent) startWeb(addr string) error {
 // WebURL is the address of the watch page with its token, or "" when the
 // agent serves none. Whoever holds it can read everything the node has.
 func (a *Agent) WebURL() string { return a.webURL }
-
-// searchable gives the page's gateway the home store's full-text index.
-type searchable struct {
-	wsgateway.Backend
-	db *store.DB
-}
-
-var _ wsgateway.SearchBackend = searchable{}
-
-func (s searchable) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
-	envs, curs, err := s.db.Search(ctx, query, channel, limit)
-	if errors.Is(err, store.ErrInvalid) {
-		return nil, &wsgateway.Error{Code: wsgateway.CodeBadFrame, Message: err.Error()}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: search: %w", err)
-	}
-	out := make([]mesh.Record, len(envs))
-	for i, e := range envs {
-		out[i] = mesh.Record{Env: e, Cursor: curs[i]}
-	}
-	return out, nil
-}

@@ -42,6 +42,8 @@ var (
 	ErrSeqGap       = errors.New("sequence gap")
 	// ErrBadCursor is wrapped by history stores for a cursor they did not issue.
 	ErrBadCursor = errors.New("bad cursor")
+	// ErrUnsupported is returned for an operation this node cannot do.
+	ErrUnsupported = errors.New("not supported by this node")
 	// ErrBadQuery is wrapped by history stores for a search query they refuse.
 	ErrBadQuery = errors.New("bad search query")
 )

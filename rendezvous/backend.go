@@ -2,8 +2,8 @@ package rendezvous
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/store"
@@ -46,18 +46,25 @@ func (b *backend) NextSeq(ctx context.Context, channel, author string) (uint64, 
 
 var _ wsgateway.SearchBackend = (*backend)(nil)
 
-// Search runs a full-text query over the archive (store.DB.Search).
+// Search runs a full-text query over the archive's public channels (the
+// index never holds private ones; direct messages are never archived).
 func (b *backend) Search(ctx context.Context, query, channel string, limit int) ([]mesh.Record, error) {
-	envs, curs, err := b.db.Search(ctx, query, channel, limit)
-	if errors.Is(err, store.ErrInvalid) {
-		return nil, &wsgateway.Error{Code: wsgateway.CodeBadFrame, Message: err.Error()}
+	if channel != "" && !strings.HasPrefix(channel, "#") {
+		return nil, &wsgateway.Error{Code: wsgateway.CodeBadChannel, Message: "search covers public #channels only"}
 	}
+	sb, ok := b.Backend.(wsgateway.SearchBackend)
+	if !ok {
+		return nil, mesh.ErrNoSearch
+	}
+	recs, err := sb.Search(ctx, query, channel, limit)
 	if err != nil {
-		return nil, fmt.Errorf("rendezvous: search: %w", err)
+		return nil, err
 	}
-	out := make([]mesh.Record, len(envs))
-	for i, e := range envs {
-		out[i] = mesh.Record{Env: e, Cursor: curs[i]}
+	out := recs[:0]
+	for _, r := range recs {
+		if strings.HasPrefix(r.Env.Channel, "#") {
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }

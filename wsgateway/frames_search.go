@@ -2,6 +2,7 @@ package wsgateway
 
 import (
 	"context"
+	"errors"
 
 	"github.com/confabhq/confab/mesh"
 )
@@ -65,7 +66,12 @@ func (c *conn) search(ctx context.Context, f *SearchRequest) (Frame, error) {
 		return nil, &Error{Code: CodeUnsupported, Message: "this node has no search index"}
 	}
 	recs, err := sb.Search(ctx, f.Query, f.Channel, f.Limit)
-	if err != nil {
+	switch {
+	case errors.Is(err, mesh.ErrBadQuery):
+		return nil, &Error{Code: CodeBadFrame, Message: err.Error()}
+	case errors.Is(err, mesh.ErrUnsupported):
+		return nil, &Error{Code: CodeUnsupported, Message: "this node has no search index"}
+	case err != nil:
 		return nil, err
 	}
 	budget := c.s.cfg.HistoryBytes - 256
