@@ -145,12 +145,16 @@ func TestDiskFull(t *testing.T) {
 	if perPhase[1].failed.Load() == 0 {
 		t.Errorf("no send failed while the disk was full (the tmpfs may not have filled)")
 	}
+	survived := full.running()
 	if !full.running() {
 		full.start() // on the same tmpfs: what it acknowledged must still be there
 	}
 	took := waitConverged(t, h, ch, 90*time.Second, ps...)
 	r := h.Check()
-	t.Logf("disk full: converged %v after traffic stopped\n%s", took.Round(100*time.Millisecond), r)
+	summary := fmt.Sprintf("disk full: agent survived %v; sends through it before %d acked/%d failed, while full %d/%d, after freeing %d/%d; converged %v after traffic stopped\n%s",
+		survived, perPhase[0].acked.Load(), perPhase[0].failed.Load(), perPhase[1].acked.Load(), perPhase[1].failed.Load(), perPhase[2].acked.Load(), perPhase[2].failed.Load(), took.Round(100*time.Millisecond), r)
+	t.Log(summary)
+	writeSummary(t, "diskfull", summary)
 	if !r.OK() {
 		t.Fatal("history check failed")
 	}

@@ -96,7 +96,9 @@ func TestHostilePeerFloodAndInvalid(t *testing.T) {
 		h.Observe(x.name, ch, ObsFromRecords(x.history(t, ch)))
 	}
 	r := h.Check()
-	t.Logf("hostile flood: %d flood envelopes, 80 invalid, %d honest\n%s", flood, honest, r)
+	summary := fmt.Sprintf("hostile peer: %d flood envelopes, 80 invalid, %d honest; a: RateDrops %d RejectedInvalid %d, b: RateDrops %d RejectedInvalid %d\n%s", flood, honest, sa.RateDrops, sa.RejectedInvalid, sb.RateDrops, sb.RejectedInvalid, r)
+	t.Log(summary)
+	writeSummary(t, "hostile-peer", summary)
 	if !r.OK() {
 		t.Fatal("history check failed")
 	}
@@ -159,7 +161,9 @@ func TestReplayedEnvelopes(t *testing.T) {
 	}
 	h.Observe("a", ch, ObsFromRecords(a.history(t, ch)))
 	r := h.Check()
-	t.Logf("replay:\n%s", r)
+	summary := fmt.Sprintf("replay: %d envelopes replayed by 2 fresh peers and after a restart; Duplicates %d\n%s", len(envs), a.mesh.Stats().Duplicates-dupBefore, r)
+	t.Log(summary)
+	writeSummary(t, "replay", summary)
 	if !r.OK() {
 		t.Fatal("history check failed")
 	}

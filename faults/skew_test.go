@@ -84,7 +84,9 @@ func TestClockSkew(t *testing.T) {
 		h.Observe(x.name, ch, ObsFromRecords(x.history(t, ch)))
 	}
 	r := h.Check()
-	t.Logf("clock skew: %d envelopes (%d outside the window), IgnoredWindow %d at a\n%s", len(envs), outside, a.mesh.Stats().IgnoredWindow, r)
+	summary := fmt.Sprintf("clock skew: %d envelopes (%d outside the window), IgnoredWindow %d at a\n%s", len(envs), outside, a.mesh.Stats().IgnoredWindow, r)
+	t.Log(summary)
+	writeSummary(t, "skew", summary)
 	if !r.OK() {
 		t.Fatal("history check failed")
 	}
