@@ -93,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: "confab", Title: "confab agent mesh", Version: cfg.Version},
 		&mcp.ServerOptions{Instructions: instructions, Logger: cfg.Logger})
 	s.addTools()
+	s.addBundleTools() // tools_bundle.go
 	return s, nil
 }
 

@@ -265,4 +265,33 @@ func TestHandoffBetweenTwoNodes(t *testing.T) {
 			t.Errorf("%s is left behind (%v)", p, err)
 		}
 	}
+
+	// The same through the MCP tools: atlas hands topic over, nova waits
+	// for it and applies it.
+	ma, _ := mcpSession(t, a)
+	mb, _ := mcpSession(t, b)
+	var mh struct {
+		ID, Short string
+		Delivered bool
+	}
+	if msg := callTool(t, ma, "handoff", map[string]any{"to": "@" + idB, "repo": src, "revs": []string{"topic"}, "note": "via mcp"}, &mh); msg != "" {
+		t.Fatalf("mcp handoff: %s", msg)
+	}
+	var ml struct {
+		Notice  string
+		Bundles []struct{ ID, State, Note, From string }
+	}
+	if msg := callTool(t, mb, "bundles", map[string]any{"id": mh.Short, "wait_seconds": 60}, &ml); msg != "" {
+		t.Fatalf("mcp bundles: %s", msg)
+	}
+	if len(ml.Bundles) != 1 || ml.Bundles[0].State != "ready" || ml.Bundles[0].Note != "via mcp" || ml.Bundles[0].From != idA || ml.Notice == "" {
+		t.Fatalf("mcp bundles: %+v", ml)
+	}
+	var mapp struct{ Branch, Commit string }
+	if msg := callTool(t, mb, "apply", map[string]any{"id": mh.Short, "repo": dst}, &mapp); msg != "" {
+		t.Fatalf("mcp apply: %s", msg)
+	}
+	if want := hoGit(t, src, "rev-parse", "topic"); mapp.Commit != want || mapp.Branch != "confab/"+mh.Short {
+		t.Errorf("mcp apply: %+v, want commit %s on confab/%s", mapp, want, mh.Short)
+	}
 }

@@ -175,8 +175,10 @@ func TestMCPTwoAgents(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"history", "join", "leave", "read", "send", "who", "whoami"}; !slices.Equal(names, want) {
-		t.Fatalf("tools = %v, want %v", names, want)
+	for _, want := range []string{"history", "join", "leave", "read", "send", "who", "whoami"} {
+		if !slices.Contains(names, want) {
+			t.Fatalf("tools = %v, want %s among them", names, want)
+		}
 	}
 
 	var ida, idb struct{ ID, Name string }
