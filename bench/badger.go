@@ -51,10 +51,11 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 		return res, fmt.Errorf("bench: badger temp dir: %w", err)
 	}
 	defer os.RemoveAll(root)
-	// Random values: badger compresses its tables, and a run of one byte
-	// would make bytes on disk meaningless.
-	val := make([]byte, 200)
-	rand.Read(val)
+	// Random values, different per key: badger compresses its table blocks,
+	// and repeated values would make bytes on disk meaningless.
+	pool := make([]byte, 1<<20)
+	rand.Read(pool)
+	valOf := func(i int) []byte { o := (i * 211) % (len(pool) - 200); return pool[o : o+200] }
 
 	// (a) one synced transaction per message.
 	limit := pick(size, 2*time.Second, 5*time.Second)
@@ -64,7 +65,7 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 	}
 	n, start := 0, time.Now()
 	for n < pick(size, 2000, 50000) && time.Since(start) < pick(size, time.Second, 5*time.Second) && ctx.Err() == nil {
-		if err = db.Update(func(txn *badger.Txn) error { return txn.Set(badgerKey(n), val) }); err != nil {
+		if err = db.Update(func(txn *badger.Txn) error { return txn.Set(badgerKey(n), valOf(n)) }); err != nil {
 			break
 		}
 		n++
@@ -91,7 +92,7 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 	for b := 0; b < pick(size, 20, 300) && time.Since(start) < limit && ctx.Err() == nil; b++ {
 		txn := db.NewTransaction(true)
 		for j := 0; j < batch && err == nil; j++ {
-			err = txn.Set(badgerKey(n+j), val)
+			err = txn.Set(badgerKey(n+j), valOf(n+j))
 		}
 		if err == nil {
 			err = txn.Commit()
@@ -126,7 +127,7 @@ func runBadger(ctx context.Context, size Size) (Result, error) {
 	}
 	msgs := make([]struct{}, pick(size, 4000, 200000))
 	stored, el, err := appendConcurrently(ctx, historyWriters, pick(size, time.Second, 5*time.Second), func(i int) error {
-		return db.Update(func(txn *badger.Txn) error { return txn.Set(badgerKey(i), val) })
+		return db.Update(func(txn *badger.Txn) error { return txn.Set(badgerKey(i), valOf(i)) })
 	}, len(msgs))
 	if err != nil {
 		db.Close()
