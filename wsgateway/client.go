@@ -235,6 +235,13 @@ func (c *Client) dispatch(f Frame) {
 		}
 	}
 	if ch, ok := c.pending[req]; ok {
+		if interim(f) { // frames_private.go: the call stays registered for its reply
+			select {
+			case ch <- f:
+			default:
+			}
+			return
+		}
 		delete(c.pending, req)
 		ch <- f
 		return
@@ -282,6 +289,9 @@ func reqOfReply(f Frame) string {
 		return f.Req
 	case *ApplyReply:
 		return f.Req
+	}
+	if req := privateReq(f); req != "" { // frames_private.go
+		return req
 	}
 	return agentReq(f)
 }

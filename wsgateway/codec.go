@@ -109,7 +109,10 @@ func decodeRequest(b []byte) (Frame, string, *Error) {
 	case TypeApply:
 		f = &ApplyRequest{}
 	default:
-		if f = newAgentRequest(h.Type); f == nil { // frames_direct.go
+		if f = newPrivateRequest(h.Type); f == nil { // frames_private.go
+			f = newAgentRequest(h.Type) // frames_direct.go
+		}
+		if f == nil {
 			return nil, h.Req, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 		}
 	}
@@ -217,6 +220,9 @@ func validateRequest(f Frame) *Error {
 	case *ApplyRequest:
 		return validateApply(f)
 	}
+	if err, ok := validatePrivateRequest(f); ok { // frames_private.go
+		return err
+	}
 	if err, ok := validateAgentRequest(f); ok {
 		return err
 	}
@@ -263,7 +269,10 @@ func DecodeReply(b []byte) (Frame, error) {
 	case TypeApply:
 		f = &ApplyReply{}
 	default:
-		if f = newAgentReply(h.Type); f == nil { // frames_direct.go
+		if f = newPrivateReply(h.Type); f == nil { // frames_private.go
+			f = newAgentReply(h.Type) // frames_direct.go
+		}
+		if f == nil {
 			return nil, errorf(CodeUnknownType, "unknown frame type %q", trunc(h.Type))
 		}
 	}
@@ -339,6 +348,9 @@ func validateReply(f Frame) *Error {
 		return needReq(f.Req)
 	case *HandoffReply, *BundlesReply, *ApplyReply:
 		return validateBundleReply(f)
+	}
+	if err, ok := validatePrivateReply(f); ok { // frames_private.go
+		return err
 	}
 	if err, ok := validateAgentReply(f); ok {
 		return err

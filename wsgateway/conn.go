@@ -58,6 +58,8 @@ type conn struct {
 	peer    string        // authenticated peer id
 	joined  []string      // channels this connection joined
 	limiter *rate.Limiter // the identity's request rate
+
+	joins atomic.Int32 // session joins in flight (frames_private.go)
 }
 
 // pumpRef is the reader's handle on a subscription pump goroutine.
@@ -333,6 +335,8 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		}
 	case *Subscribe:
 		return c.subscribe(ctx, f)
+	case *SessionJoinRequest:
+		return c.sessionJoin(ctx, f) // frames_private.go: answered by its own goroutine
 	case *Unsubscribe:
 		if c.sub != nil {
 			c.sub.cancel()
@@ -369,7 +373,10 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 	case *Ping:
 		reply = &Pong{Req: f.Req}
 	default:
-		reply, _, err = c.handleAgent(ctx, f) // frames_direct.go
+		var ok bool
+		if reply, ok, err = c.handlePrivate(ctx, f); !ok { // frames_private.go
+			reply, _, err = c.handleAgent(ctx, f) // frames_direct.go
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -421,6 +428,9 @@ func reqOf(f Frame) string {
 		return f.Req
 	case *ApplyRequest:
 		return f.Req
+	}
+	if req := privateReq(f); req != "" { // frames_private.go
+		return req
 	}
 	return agentReq(f)
 }
@@ -479,10 +489,11 @@ func (c *conn) history(ctx context.Context, f *HistoryRequest) (Frame, error) {
 	if more {
 		recs = recs[len(recs)-f.Limit:]
 	}
+	sealed := c.revealAll(recs) // frames_private.go: decrypted view of private records
 	budget := c.s.cfg.HistoryBytes - 256
 	start := len(recs)
 	for start > 0 {
-		n := recordSize(recs[start-1])
+		n := recordSize(recs[start-1]) + sealedSize(sealed, recs[start-1])
 		if n > budget {
 			break
 		}
@@ -491,12 +502,15 @@ func (c *conn) history(ctx context.Context, f *HistoryRequest) (Frame, error) {
 	}
 	if start > 0 {
 		more = true
+		for _, r := range recs[:start] {
+			delete(sealed, r.Env.ID)
+		}
 		recs = recs[start:]
 	}
 	if recs == nil {
 		recs = []mesh.Record{}
 	}
-	return &HistoryReply{Req: f.Req, Records: recs, More: more}, nil
+	return &HistoryReply{Req: f.Req, Records: recs, More: more, Sealed: sealed}, nil
 }
 
 // recordSize bounds the JSON size of a record: content may grow six-fold

@@ -210,6 +210,7 @@ type Ack struct {
 type Event struct {
 	Record mesh.Record `json:"record"`
 	Replay bool        `json:"replay"`
+	Sealed string      `json:"sealed,omitempty"` // a private record's ciphertext content when Record shows it decrypted (frames_private.go)
 }
 
 // Live marks the end of a subscription's replay: events after it are live.
@@ -219,9 +220,10 @@ type Live struct {
 
 // HistoryReply lists records oldest first; More says older ones remain.
 type HistoryReply struct {
-	Req     string        `json:"req"`
-	Records []mesh.Record `json:"records"`
-	More    bool          `json:"more"`
+	Req     string            `json:"req"`
+	Records []mesh.Record     `json:"records"`
+	More    bool              `json:"more"`
+	Sealed  map[string]string `json:"sealed,omitempty"` // envelope id -> ciphertext content of records shown decrypted (frames_private.go)
 }
 
 // WhoReply lists peers.

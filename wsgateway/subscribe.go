@@ -82,7 +82,7 @@ func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger
 			if !ok {
 				break
 			}
-			if c.send(ctx, &Event{Record: rec, Replay: true}) != nil {
+			if c.send(ctx, c.event(rec, true)) != nil { // frames_private.go: decrypted view
 				return
 			}
 			last = rec.Cursor
@@ -125,7 +125,7 @@ func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger
 			if m != nil && (rec.Cursor <= m.since || seen.has(rec.Cursor)) {
 				continue
 			}
-			if c.send(ctx, &Event{Record: rec}) != nil {
+			if c.send(ctx, c.event(rec, false)) != nil {
 				return
 			}
 			if rec.Cursor > last {
