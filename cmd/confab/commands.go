@@ -88,14 +88,16 @@ func sendCmd(g *globals) *cobra.Command {
 	var kind, replyTo string
 	c := &cobra.Command{
 		Use:   "send TARGET TEXT",
-		Short: "Send TEXT to #channel (TEXT - reads stdin)",
+		Short: "Send TEXT to #channel or @agent (TEXT - reads stdin)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, text := args[0], args[1]
-			if strings.HasPrefix(target, "@") {
-				return fmt.Errorf("direct messages to %s are not available in this version; send to a #channel", target)
-			}
-			if err := checkChannel(target); err != nil {
+			direct := strings.HasPrefix(target, "@") // direct.go
+			if direct {
+				if err := checkAgent(target); err != nil {
+					return err
+				}
+			} else if err := checkChannel(target); err != nil {
 				return err
 			}
 			if text == "-" {
@@ -118,6 +120,9 @@ func sendCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			if direct {
+				return sendDirect(cmd, g, c, target, kind, text, replyTo, kinds)
+			}
 			ack, err := c.Send(cmd.Context(), target, kind, text, replyTo)
 			if err != nil {
 				return err

@@ -182,10 +182,13 @@ func upBackground(cmd *cobra.Command, g *globals) error {
 
 func statusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Say whether this home's node is running, and its id, name, channels and pid",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "status [available|busy|away]",
+		Short: "Say whether this home's node is running, and its id, name, channels and pid; or set its status",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				return setStatus(cmd, g, args[0]) // direct.go
+			}
 			home, err := agent.ResolveHome(g.home)
 			if err != nil {
 				return err

@@ -19,7 +19,7 @@ func mcpCmd(g *globals) *cobra.Command {
 	var (
 		noStart  bool
 		logLevel string
-		upFlags  = map[string]*string{"name": new(string), "caps": new(string), "join": new(string)}
+		upFlags  = map[string]*string{"name": new(string), "caps": new(string), "desc": new(string), "join": new(string)}
 		listen   []string
 		rdv      []string
 		noMDNS   bool
@@ -106,6 +106,7 @@ stderr.`,
 	f.StringVar(&logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	f.StringVar(upFlags["name"], "name", "", "display name, when starting a node")
 	f.StringVar(upFlags["caps"], "caps", "", "capabilities, comma-separated, when starting a node")
+	f.StringVar(upFlags["desc"], "desc", "", "description for the agent's card, when starting a node")
 	f.StringVar(upFlags["join"], "join", "", "channels to join, comma-separated, when starting a node")
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on, when starting a node (repeatable)")
 	f.StringArrayVar(&rdv, "rendezvous", nil, "rendezvous multiaddr, when starting a node (repeatable)")

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/confabhq/confab/agent"
+	"github.com/confabhq/confab/mesh"
 )
 
 func upCmd(g *globals) *cobra.Command {
@@ -19,6 +20,7 @@ func upCmd(g *globals) *cobra.Command {
 		noMDNS   bool
 		logLevel string
 		bg       bool
+		desc     string
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -36,6 +38,9 @@ func upCmd(g *globals) *cobra.Command {
 			cfg.MDNS = !noMDNS
 			cfg.Caps = splitList(caps)
 			cfg.Join = splitList(join)
+			if desc != "" {
+				cfg.MeshOpts = append(cfg.MeshOpts, mesh.WithDesc(desc))
+			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %v", err)
@@ -74,6 +79,7 @@ func upCmd(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&cfg.Name, "name", "", "display name (default agent-<end of peer id>)")
 	f.StringVar(&caps, "caps", "", "capabilities, comma-separated (e.g. go-review,tests)")
+	f.StringVar(&desc, "desc", "", "what this agent does, shown in its signed card (confab find)")
 	f.StringArrayVar(&cfg.Listen, "listen", nil, "multiaddr to listen on (repeatable; default all interfaces, TCP and QUIC, random ports)")
 	f.StringArrayVar(&cfg.Rendezvous, "rendezvous", nil, "rendezvous multiaddr with /p2p/<id> (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery")
