@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/goleak"
 
 	"github.com/confabhq/confab/internal/netnstest"
 	"github.com/confabhq/confab/mesh"
@@ -383,6 +384,13 @@ func waitConverged(t testing.TB, h *History, channel string, d time.Duration, ps
 		h.Observe(p.name, channel, ObsFromRecords(recs))
 	}
 	return took
+}
+
+// noLeaks fails t if goroutines started during the test outlive it. Call it
+// first in a test, so it runs after every other cleanup.
+func noLeaks(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
 // memAgent is a node, store and mesh in this process.

@@ -134,6 +134,7 @@ func readUntilClose(ws *websocket.Conn, d time.Duration) (codes []string, closeC
 // than MaxConns. The excess is refused (HTTP 503, RefusedFull); once the
 // abuser lets go, an honest client connects and works.
 func TestGatewayConnectionFlood(t *testing.T) {
+	noLeaks(t)
 	const max = 8
 	f := startGateway(t, func(c *wsgateway.Config) { c.MaxConns = max })
 	h := NewHistory()
@@ -187,6 +188,7 @@ func TestGatewayConnectionFlood(t *testing.T) {
 // and it never holds a connection slot; honest clients are served
 // meanwhile.
 func TestGatewaySlowHandshake(t *testing.T) {
+	noLeaks(t)
 	f := startGateway(t, func(c *wsgateway.Config) { c.HandshakeTimeout = time.Second })
 	h := NewHistory()
 	var conns []net.Conn
@@ -249,6 +251,7 @@ func isTimeout(err error) bool {
 // queue overflows first (resume, close 4008, SlowSubscribers) — and the node
 // keeps storing and acknowledging every send meanwhile.
 func TestGatewayNeverReads(t *testing.T) {
+	noLeaks(t)
 	f := startGateway(t, func(c *wsgateway.Config) {
 		c.SendQueue = 8
 		c.SubscriptionQueue = 16
@@ -301,6 +304,7 @@ func TestGatewayNeverReads(t *testing.T) {
 // bad frames in a row: each gets its documented answer, the connection
 // survives what it should, and an honest client is unaffected.
 func TestGatewayFrameLimits(t *testing.T) {
+	noLeaks(t)
 	const maxFrame = 128 << 10
 	f := startGateway(t, func(c *wsgateway.Config) { c.MaxFrame = maxFrame; c.MaxBadFrames = 8 })
 	h := NewHistory()

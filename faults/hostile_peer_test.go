@@ -17,6 +17,7 @@ import (
 // (RateDrops), the invalid ones are rejected (RejectedInvalid) and never
 // stored, and every honest message reaches the other agent once.
 func TestHostilePeerFloodAndInvalid(t *testing.T) {
+	noLeaks(t)
 	const ch = "#hostile"
 	rate := mesh.WithAuthorRate(50, 100)
 	a := startMem(t, t.TempDir(), "a", rate)
@@ -110,6 +111,7 @@ func TestHostilePeerFloodAndInvalid(t *testing.T) {
 // stored twice nor delivered twice; the replay after the restart reaches
 // mesh's ordering loop and is counted in Duplicates.
 func TestReplayedEnvelopes(t *testing.T) {
+	noLeaks(t)
 	const ch = "#replay"
 	dir := t.TempDir()
 	a := startMem(t, dir, "a")

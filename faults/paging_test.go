@@ -14,6 +14,7 @@ import (
 // first: with the suite's page size and with the largest page the protocol
 // allows (wsgateway.MaxHistoryLimit).
 func TestHistoryPagingComplete(t *testing.T) {
+	noLeaks(t)
 	f := startGateway(t, func(c *gwConfig) {})
 	const n = 2500
 	var wg sync.WaitGroup

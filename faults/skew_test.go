@@ -18,6 +18,7 @@ import (
 // brings every one of them, once, in the author's sequence order, whatever
 // their timestamps say.
 func TestClockSkew(t *testing.T) {
+	noLeaks(t)
 	const ch = "#skew"
 	a := startMem(t, t.TempDir(), "a")
 	cdir := t.TempDir()
