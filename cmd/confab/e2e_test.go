@@ -237,3 +237,50 @@ func TestAcknowledgedSurvivesKill9(t *testing.T) {
 		}
 	}
 }
+
+func TestSearch(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "a")
+	up(t, home, "--no-mdns", "--join", "#general,#ops")
+	for _, m := range [][2]string{
+		{"#general", "the auth middleware needs review"},
+		{"#ops", "deploy the auth service at noon"},
+		{"#general", "lunch?"},
+	} {
+		if _, stderr, code := run(t, "", "send", m[0], m[1], "--home", home); code != 0 {
+			t.Fatalf("send: %s", stderr)
+		}
+	}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"search", "auth"}, []string{"deploy the auth service at noon", "the auth middleware needs review"}},
+		{[]string{"search", "AUTH review"}, []string{"the auth middleware needs review"}},
+		{[]string{"search", "auth", "--in", "#ops"}, []string{"deploy the auth service at noon"}},
+		{[]string{"search", "midd*"}, []string{"the auth middleware needs review"}},
+		{[]string{"search", "nothing-like-this"}, nil},
+	}
+	for _, tt := range tests {
+		out, stderr, code := run(t, "", append(tt.args, "--home", home)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", tt.args, code, stderr)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if l == "" {
+				continue
+			}
+			var e struct{ Content string }
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("%v: line %q: %v", tt.args, l, err)
+			}
+			got = append(got, e.Content)
+		}
+		if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+			t.Errorf("%v = %q, want %q (newest first)", tt.args, got, tt.want)
+		}
+	}
+	if _, stderr, code := run(t, "", "search", "", "--home", home); code == 0 || !strings.Contains(stderr, "query") {
+		t.Errorf("empty query: exit %d, stderr %q; want a clear error", code, stderr)
+	}
+}
