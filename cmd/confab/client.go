@@ -48,8 +48,8 @@ type line struct {
 }
 
 func checkChannel(ch string) error {
-	if !mesh.ValidChannel(ch) || ch[0] != '#' {
-		return fmt.Errorf("bad channel name %q: want #name (lowercase letters, digits, '.', '_', '-'; at most 63 after '#')", ch)
+	if !mesh.ValidChannel(ch) || (ch[0] != '#' && ch[0] != '~') { // "~id": a private channel or session (private.go)
+		return fmt.Errorf("bad channel name %q: want #name (lowercase letters, digits, '.', '_', '-'; at most 63 after '#') or a private ~id", ch)
 	}
 	return nil
 }

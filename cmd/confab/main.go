@@ -45,6 +45,6 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.home, "home", "", "agent home folder (default $CONFAB_HOME, else $XDG_DATA_HOME/confab, else ~/.local/share/confab)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON lines")
-	root.AddCommand(upCmd(g), idCmd(g), joinCmd(g, true), joinCmd(g, false), sendCmd(g), listenCmd(g), historyCmd(g), searchCmd(g), whoCmd(g), statusCmd(g), downCmd(g), mcpCmd(g), rendezvousCmd(g), findCmd(g), callCmd(g), inboxCmd(g), acceptCmd(g), rejectCmd(g), matchCmd(g), handoffCmd(g), bundlesCmd(g), applyCmd(g))
+	root.AddCommand(upCmd(g), idCmd(g), joinCmd(g, true), joinCmd(g, false), sendCmd(g), listenCmd(g), historyCmd(g), searchCmd(g), whoCmd(g), statusCmd(g), downCmd(g), mcpCmd(g), rendezvousCmd(g), findCmd(g), callCmd(g), inboxCmd(g), acceptCmd(g), rejectCmd(g), matchCmd(g), handoffCmd(g), bundlesCmd(g), applyCmd(g), createCmd(g), memberCmd(g, true), memberCmd(g, false), sessionCmd(g))
 	return root
 }
