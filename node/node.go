@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -15,12 +14,10 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -134,9 +131,9 @@ func New(opts ...Option) (*Host, error) {
 		return nil, err
 	}
 
-	n.ps, err = pubsub.NewGossipSub(n.ctx, h, gossipOptions()...)
+	n.ps, err = NewPubSub(n.ctx, h)
 	if err != nil {
-		return fail(fmt.Errorf("node: gossipsub: %w", err))
+		return fail(err)
 	}
 
 	mode := dht.ModeAutoServer
@@ -171,56 +168,6 @@ func New(opts ...Option) (*Host, error) {
 	n.log.Info("node started", "peer", h.ID(), "addrs", h.Addrs(), "mdns", cfg.mdns,
 		"bootstrap", len(cfg.bootstrap), "relay_client", relayClient, "relay_service", cfg.relayService != nil)
 	return n, nil
-}
-
-// gossipOptions is the gossipsub configuration every confab peer must share.
-func gossipOptions() []pubsub.Option {
-	return []pubsub.Option{
-		pubsub.WithGossipSubProtocols(
-			[]protocol.ID{GossipSubV12, GossipSubV11, GossipSubV10},
-			gossipFeatures,
-		),
-		// Envelopes carry their author's signature, checked by the topic
-		// validator mesh registers; pubsub's own signature would sign the
-		// same bytes twice and reveal a per-node seqno.
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
-		// StrictNoSign alone still stamps From and a per-node Seqno on every
-		// message (pubsub v0.17 topic.go); WithNoAuthor drops them, and
-		// with both set incoming messages that carry them are rejected. The
-		// forwarding peer is Message.ReceivedFrom; the author is in the
-		// envelope.
-		pubsub.WithNoAuthor(),
-		// With StrictNoSign there is no from/seqno, so the default id
-		// (from‖seqno) would make every message collide: content ids are
-		// required, and they make re-published duplicates collapse.
-		pubsub.WithMessageIdFn(MessageID),
-		pubsub.WithPeerOutboundQueueSize(QueueSize),
-		pubsub.WithValidateQueueSize(QueueSize),
-		pubsub.WithFloodPublish(true),
-		pubsub.WithMaxMessageSize(MaxMessageSize),
-	}
-}
-
-// gossipFeatures maps our protocol ids onto gossipsub feature levels the way
-// pubsub.GossipSubDefaultFeatures does for the public ids.
-func gossipFeatures(feat pubsub.GossipSubFeature, proto protocol.ID) bool {
-	switch feat {
-	case pubsub.GossipSubFeatureMesh:
-		return proto == GossipSubV12 || proto == GossipSubV11 || proto == GossipSubV10
-	case pubsub.GossipSubFeaturePX:
-		return proto == GossipSubV12 || proto == GossipSubV11
-	case pubsub.GossipSubFeatureIdontwant:
-		return proto == GossipSubV12
-	default:
-		return false
-	}
-}
-
-// MessageID is the gossipsub message id: the raw 32-byte sha256 of the
-// message data, so identical envelopes share one id whoever forwards them.
-func MessageID(m *pubsubpb.Message) string {
-	sum := sha256.Sum256(m.GetData())
-	return string(sum[:])
 }
 
 func newResourceManager(cfg *config) (network.ResourceManager, error) {
