@@ -481,13 +481,19 @@ func codeOf(err error) string {
 // history answers a history request within the HistoryBytes budget,
 // dropping the oldest records (and setting More) when it would exceed it.
 func (c *conn) history(ctx context.Context, f *HistoryRequest) (Frame, error) {
-	recs, err := c.s.cfg.Backend.Before(ctx, f.Channel, f.Before, f.Limit+1)
+	recs, err := c.s.cfg.Backend.Before(ctx, f.Channel, f.Before, f.Limit)
 	if err != nil {
 		return nil, err
 	}
-	more := len(recs) > f.Limit
-	if more {
-		recs = recs[len(recs)-f.Limit:]
+	// Ask for one record before the page rather than Limit+1: a backend
+	// clamps its page size, and a clamped Limit+1 would hide older records.
+	more := false
+	if len(recs) > 0 && len(recs) >= f.Limit {
+		older, err := c.s.cfg.Backend.Before(ctx, f.Channel, recs[0].Cursor, 1)
+		if err != nil {
+			return nil, err
+		}
+		more = len(older) > 0
 	}
 	sealed := c.revealAll(recs) // frames_private.go: decrypted view of private records
 	budget := c.s.cfg.HistoryBytes - 256
