@@ -42,6 +42,9 @@ var (
 	ErrSeqGap       = errors.New("sequence gap")
 	// ErrBadCursor is wrapped by history stores for a cursor they did not issue.
 	ErrBadCursor = errors.New("bad cursor")
+	// ErrStorageFull is wrapped by history stores that refuse a write for
+	// lack of disk space; nothing was stored.
+	ErrStorageFull = errors.New("storage full")
 	// ErrUnsupported is returned for an operation this node cannot do.
 	ErrUnsupported = errors.New("not supported by this node")
 	// ErrBadQuery is wrapped by history stores for a search query they refuse.

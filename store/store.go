@@ -68,6 +68,13 @@ type Config struct {
 	RetentionInterval time.Duration
 	// Now is the clock for arrival times and MaxAge. Default time.Now.
 	Now func() time.Time
+	// MinFreeBytes is the free space the store's filesystem must keep: below
+	// it Append fails with ErrDiskFull and writes nothing. Badger's memtable
+	// log is a memory-mapped file, so running out of space inside it kills
+	// the process (SIGBUS) instead of failing a write; the reserve covers
+	// what one memtable can still take. Default DefaultMinFreeBytes; ignored
+	// in memory.
+	MinFreeBytes int64
 }
 
 // DefaultConfig returns the defaults listed on Config's fields; set Dir (or
@@ -80,6 +87,7 @@ func DefaultConfig() Config {
 		GCDiscardRatio:    0.5,
 		RetentionInterval: time.Minute,
 		Now:               time.Now,
+		MinFreeBytes:      DefaultMinFreeBytes,
 	}
 }
 
@@ -89,6 +97,7 @@ type Stats struct {
 	Duplicates uint64 // envelopes skipped because their id was already stored
 	Rejected   uint64 // Append calls refused for invalid input
 	Batches    uint64 // group commits (one badger write + sync each, usually)
+	DiskFull   uint64 // group commits refused for lack of disk space (ErrDiskFull)
 	Syncs      uint64 // synced badger transaction commits
 	LastOffset uint64 // highest arrival offset assigned
 	LSMBytes   int64  // badger LSM size on disk (updated by badger about once a minute)
@@ -102,6 +111,9 @@ type Stats struct {
 	Sweeps        uint64 // completed retention passes
 	StoredBytes   int64  // envelope record bytes stored, as of the last pass (0 before one)
 	StoredCount   int64  // envelopes stored, as of the last pass
+
+	Indexed      uint64 // the search index covers every envelope with an offset up to this
+	IndexBatches uint64 // indexer transactions
 }
 
 // DB is confab's message history. All methods are safe for concurrent use.
@@ -126,6 +138,7 @@ type DB struct {
 	authors    map[string]*authorState
 
 	appends, dups, rejected, batches, syncs, lastOffset atomic.Uint64
+	diskFull                                            atomic.Uint64
 
 	idx indexState // search and retention; see index.go
 }
@@ -167,6 +180,8 @@ func New(cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("store: config: GCDiscardRatio %v not in (0,1)", cfg.GCDiscardRatio)
 	case cfg.MaxAge < 0:
 		return nil, fmt.Errorf("store: config: MaxAge %v is negative", cfg.MaxAge)
+	case cfg.MinFreeBytes < 0:
+		return nil, fmt.Errorf("store: config: MinFreeBytes %d is negative", cfg.MinFreeBytes)
 	case cfg.MaxBytes < 0:
 		return nil, fmt.Errorf("store: config: MaxBytes %d is negative", cfg.MaxBytes)
 	case !cfg.InMemory && cfg.Dir == "":
@@ -190,7 +205,9 @@ func New(cfg Config) (*DB, error) {
 	}
 	// SyncWrites: a commit returns (and becomes visible) only after the WAL
 	// is synced; see doc.go. Conflict detection is useless with one writer.
+	// Small memtables keep the disk reserve (MinFreeBytes) small.
 	opts = opts.WithSyncWrites(true).
+		WithMemTableSize(MemTableSize).
 		WithDetectConflicts(false).
 		WithLogger(badgerLogger{log.With("component", "badger")}).
 		WithMetricsEnabled(false)
@@ -212,6 +229,8 @@ func New(cfg Config) (*DB, error) {
 		channels: make(map[string]bool),
 		authors:  make(map[string]*authorState),
 	}
+	db.idx.kick = make(chan struct{}, 1)
+	db.idx.progress = make(chan struct{})
 	err = db.recover()
 	if err == nil {
 		err = db.recoverIndex()
@@ -221,8 +240,10 @@ func New(cfg Config) (*DB, error) {
 		unlock()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	db.wg.Add(1)
+	db.wg.Add(2)
 	go db.commitLoop()
+	go db.indexLoop(testIndexGate)
+	db.kickIndexer() // resume from the watermark
 	if !cfg.InMemory && cfg.GCInterval > 0 {
 		db.wg.Add(1)
 		go db.gcLoop()
@@ -297,6 +318,7 @@ func (db *DB) Stats() Stats {
 		Duplicates: db.dups.Load(),
 		Rejected:   db.rejected.Load(),
 		Batches:    db.batches.Load(),
+		DiskFull:   db.diskFull.Load(),
 		Syncs:      db.syncs.Load(),
 		LastOffset: db.lastOffset.Load(),
 
@@ -308,6 +330,8 @@ func (db *DB) Stats() Stats {
 		Sweeps:        db.idx.sweeps.Load(),
 		StoredBytes:   db.idx.storedBytes.Load(),
 		StoredCount:   db.idx.storedCount.Load(),
+		Indexed:       db.idx.indexed.Load(),
+		IndexBatches:  db.idx.indexBatches.Load(),
 	}
 	db.mu.RLock()
 	defer db.mu.RUnlock()

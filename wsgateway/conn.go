@@ -469,6 +469,8 @@ func codeOf(err error) string {
 		return CodeBadCursor
 	case errors.Is(err, mesh.ErrSeqGap):
 		return CodeSeqGap
+	case errors.Is(err, mesh.ErrStorageFull):
+		return CodeStorageFull
 	case errors.Is(err, mesh.ErrClosed), errors.Is(err, context.Canceled):
 		return CodeClosed
 	}

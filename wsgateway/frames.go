@@ -66,6 +66,7 @@ const (
 	CodeResume            = "resume"             // subscription overflowed; reconnect with since=Cursor (then close 4008)
 	CodePolicy            = "policy"             // too many bad frames in a row (then close 1008)
 	CodeClosed            = "closed"             // the node is shutting down
+	CodeStorageFull       = "storage_full"       // the node's disk is full: nothing was stored; retry later
 	CodeInternal          = "internal"           // anything else; details are logged on the server
 )
 
