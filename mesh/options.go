@@ -42,7 +42,7 @@ func defaults() config {
 		futureWindow: time.Minute,
 		holdback:     8192,
 		gapTimeout:   10 * time.Second,
-		syncEvery:    30 * time.Second,
+		syncEvery:    10 * time.Second,
 		presenceTick: 5 * time.Second,
 		presenceTTL:  20 * time.Second,
 		maxBatch:     512,
@@ -114,7 +114,7 @@ func WithTimeWindow(past, future time.Duration) Option {
 }
 
 // WithSyncInterval sets how often a channel runs anti-entropy catch-up with
-// one random peer. Default 30 s.
+// one random peer. Default 10 s: anti-entropy is what reconciles peers whose connection survived a partition, so it bounds convergence after a heal.
 func WithSyncInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
