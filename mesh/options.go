@@ -114,7 +114,8 @@ func WithTimeWindow(past, future time.Duration) Option {
 }
 
 // WithSyncInterval sets how often a channel runs anti-entropy catch-up with
-// one random peer. Default 10 s: anti-entropy is what reconciles peers whose connection survived a partition, so it bounds convergence after a heal.
+// one random peer. Default 10 s: anti-entropy is what reconciles peers whose
+// connections survived a partition, so it bounds convergence after a heal.
 func WithSyncInterval(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
