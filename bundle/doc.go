@@ -42,9 +42,14 @@
 //     at most MaxRefLen (200) bytes; repo name MaxRepoLen (128) and note
 //     MaxNoteLen (4096) bytes; an offer's JSON at most MaxOfferLen (64 KiB,
 //     the envelope content limit).
-//   - Frames at most MaxFrameLen (1 KiB). Neither side holds more than one
-//     ChunkSize (256 KiB) buffer of a bundle; the libp2p muxer adds its own
-//     bounded window (yamux: at most 16 MiB per stream).
+//   - Frames at most MaxFrameLen (1 KiB). Each side moves a bundle through
+//     a fixed ring of ChunkSize (1 MiB) buffers: the sender reads the file
+//     ahead on a second goroutine (3 buffers), the receiver reads the stream
+//     on a second goroutine while its Fetch goroutine writes each chunk and
+//     starts its writeback and a third hashes it (4 buffers), so the disk and the hash
+//     overlap the transfer and the final fsync finds little left to write.
+//     The libp2p muxer adds its own bounded window (yamux: at most 16 MiB
+//     per stream).
 //   - Per peer, the server runs at most DefaultMaxPerPeer (2) transfers at once
 //     and at most DefaultMaxPeerBytes (4 GiB) still to send over them
 //     (WithMaxPerPeer, WithMaxPeerBytes).

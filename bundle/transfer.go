@@ -30,9 +30,13 @@ const ProtocolID protocol.ID = "/confab/bundle/1"
 const (
 	// MaxFrameLen bounds a request or response header frame.
 	MaxFrameLen = 1024
-	// ChunkSize is the buffer each side copies through; neither side holds
-	// more of a bundle than this in its own memory.
-	ChunkSize = bufSize
+	// ChunkSize is the unit each side reads and writes. Each side holds a
+	// small ring of these (sendBuffers, recvBuffers; see pipe.go) and no
+	// more of a bundle in its own memory.
+	ChunkSize = 1 << 20
+	// writebackEvery is how many received bytes the receiver lets pile up
+	// before it asks the kernel to start writing them to disk.
+	writebackEvery = 8 << 20
 	// DefaultMaxPerPeer is how many transfers one peer may run at once.
 	DefaultMaxPerPeer = 2
 	// DefaultMaxPeerBytes caps the bytes still to be sent to one peer over
@@ -384,29 +388,46 @@ func (s *Server) serve(st network.Stream, remote peer.ID, log *slog.Logger) erro
 	if _, err := f.Seek(q.Offset, io.SeekStart); err != nil {
 		return err
 	}
-	buf := make([]byte, ChunkSize)
+	// A second goroutine reads the file ahead while this one writes the
+	// stream; limit stops it at the end or, in tests, at the injected reset.
+	limit := want
+	if resetAfter >= 0 && resetAfter < limit {
+		limit = resetAfter
+	}
+	var read int64 // producer only
+	p := newChunkPipe(newRing(sendBuffers), func(buf []byte) (int, error) {
+		n := min(int64(len(buf)), limit-read)
+		if n <= 0 {
+			return 0, io.EOF
+		}
+		m, err := io.ReadFull(f, buf[:n])
+		read += int64(m)
+		if err != nil { // a short file too: never confused with the end
+			return m, fmt.Errorf("read %s: %w", q.Hash[:12], err)
+		}
+		return m, nil
+	})
+	defer p.close()
 	var sent int64
-	for sent < want {
-		n := int64(len(buf))
-		if rem := want - sent; rem < n {
-			n = rem
-		}
-		if resetAfter >= 0 && sent+n > resetAfter {
-			n = resetAfter - sent
-		}
-		if n > 0 {
-			if _, err := io.ReadFull(f, buf[:n]); err != nil {
-				return fmt.Errorf("read %s: %w", q.Hash[:12], err)
-			}
+	for {
+		c := p.next()
+		if len(c.b) > 0 {
 			_ = st.SetWriteDeadline(time.Now().Add(IdleTimeout))
-			if _, err := st.Write(buf[:n]); err != nil {
+			if _, err := st.Write(c.b); err != nil {
 				return err
 			}
-			sent += n
+			sent += int64(len(c.b))
 		}
-		if resetAfter >= 0 && sent >= resetAfter {
-			return errors.New("test: injected reset")
+		p.put(c.b)
+		if c.err == io.EOF {
+			break
 		}
+		if c.err != nil {
+			return c.err
+		}
+	}
+	if resetAfter >= 0 && sent >= resetAfter {
+		return errors.New("test: injected reset")
 	}
 	log.Debug("bundle sent", "hash", q.Hash, "offset", q.Offset, "bytes", sent)
 	return nil
@@ -478,11 +499,11 @@ func Fetch(ctx context.Context, h host.Host, from peer.ID, offer *Offer, storeDi
 		progress(done, offer.Size)
 	}
 
-	buf := make([]byte, ChunkSize)
+	ring := newRing(recvBuffers)
 	failures := 0
 	for done < offer.Size {
 		before := done
-		err := fetchOnce(ctx, h, from, offer, f, hsh, &done, buf, progress)
+		err := fetchOnce(ctx, h, from, offer, f, hsh, &done, ring, progress)
 		if err == nil {
 			break
 		}
@@ -559,9 +580,16 @@ func retryable(err error) bool {
 	return !errors.As(err, &p)
 }
 
+// errChunkEnd ends the receiver's stream reader once it has every byte of
+// the offer.
+var errChunkEnd = errors.New("bundle: all bytes read")
+
 // fetchOnce runs one stream: request from *done, then append every chunk to
-// f and hsh and advance *done.
-func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, f *os.File, hsh hash.Hash, done *int64, buf []byte, progress func(done, total int64)) error {
+// f and hsh and advance *done. A second goroutine reads the stream into the
+// buffers of ring while this one writes, hashes and reports progress, so the
+// disk and the hash overlap the transfer; *done only counts bytes already
+// written to f and hashed, so a broken stream resumes exactly there.
+func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, f *os.File, hsh hash.Hash, done *int64, ring [][]byte, progress func(done, total int64)) error {
 	sctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "bundle"), headerTimeout)
 	st, err := h.NewStream(sctx, from, ProtocolID)
 	cancel()
@@ -611,28 +639,77 @@ func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, f *
 	if resp.Offset != *done {
 		return permanent{fmt.Errorf("%w: asked offset %d, got %d", ErrProtocol, *done, resp.Offset)}
 	}
-	for *done < offer.Size {
-		want := min(int64(len(buf)), offer.Size-*done)
-		_ = st.SetReadDeadline(time.Now().Add(IdleTimeout))
-		n, rerr := io.ReadAtLeast(st, buf[:want], 1)
-		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
-				return permanent{err}
+
+	left := offer.Size - *done // producer only once the pipe runs
+	p := newChunkPipe(ring, func(buf []byte) (int, error) {
+		buf = buf[:min(int64(len(buf)), left)]
+		n := 0
+		for n < len(buf) {
+			_ = st.SetReadDeadline(time.Now().Add(IdleTimeout))
+			m, err := st.Read(buf[n:])
+			n += m
+			if err != nil {
+				left -= int64(n)
+				return n, err
 			}
-			hsh.Write(buf[:n])
-			*done += int64(n)
+		}
+		left -= int64(n)
+		if left == 0 {
+			return n, errChunkEnd
+		}
+		return n, nil
+	})
+	defer func() {
+		if !ok {
+			_ = st.Reset() // unblocks the reader
+		}
+		p.close()
+	}()
+	// The hash of a chunk runs on a third goroutine while this one writes
+	// it: on two cores sha256 and the page-cache copy each take about as long
+	// as the stream itself.
+	toHash, hashed := make(chan []byte), make(chan struct{})
+	go func() {
+		for b := range toHash {
+			hsh.Write(b)
+			hashed <- struct{}{}
+		}
+		close(hashed)
+	}()
+	defer func() {
+		close(toHash)
+		<-hashed
+	}()
+	flushed := *done // bytes of f handed to writeback
+	for {
+		c := p.next()
+		if len(c.b) > 0 {
+			toHash <- c.b
+			_, werr := f.Write(c.b)
+			<-hashed
+			if werr != nil {
+				return permanent{werr}
+			}
+			*done += int64(len(c.b))
+			if *done-flushed >= writebackEvery {
+				startWriteback(f, flushed, *done-flushed)
+				flushed = *done
+			}
 			if progress != nil {
 				progress(*done, offer.Size)
 			}
 		}
-		if rerr != nil {
-			if rerr == io.EOF && *done < offer.Size {
-				return io.ErrUnexpectedEOF
-			}
-			if *done < offer.Size {
-				return rerr
-			}
+		p.put(c.b)
+		if c.err == nil {
+			continue
 		}
+		if *done == offer.Size {
+			break
+		}
+		if c.err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return c.err
 	}
 	ok = true
 	_ = st.Close()

@@ -182,7 +182,7 @@ func TestServerBudget(t *testing.T) {
 	}
 	defer part.Close()
 	var done int64
-	err = fetchOnce(ctxT(t), rh, sh.ID(), offer, part, nil, &done, make([]byte, ChunkSize), nil)
+	err = fetchOnce(ctxT(t), rh, sh.ID(), offer, part, nil, &done, newRing(recvBuffers), nil)
 	if !errors.Is(err, ErrBusy) || !retryable(err) {
 		t.Errorf("fetch over budget = %v, want retryable ErrBusy", err)
 	}

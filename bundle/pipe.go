@@ -1,0 +1,93 @@
+package bundle
+
+import "sync"
+
+// Pipelining: each side of a transfer splits its work between two
+// goroutines joined by a small ring of ChunkSize buffers, so that reading
+// the source (the file on the sender, the stream on the receiver) overlaps
+// with the other half (writing the stream; writing, hashing and starting
+// writeback of the file). Memory stays bounded by the ring.
+const (
+	// sendBuffers is the sender's ring: one being filled from the file, one
+	// being written to the stream, one spare so neither waits on the other.
+	sendBuffers = 3
+	// recvBuffers is the receiver's ring: the stream reader can run up to
+	// three chunks ahead of the file writer and hasher.
+	recvBuffers = 4
+)
+
+// chunk is one filled buffer, or the error that ended the producer (with
+// whatever bytes it read before the error).
+type chunk struct {
+	b   []byte
+	err error
+}
+
+// chunkPipe runs a producer goroutine that fills buffers from a ring and
+// hands them to the consumer (the goroutine that made the pipe) in order.
+// The consumer returns each buffer with put once it is done with it, and
+// must call close before returning; close waits for the producer.
+type chunkPipe struct {
+	free chan []byte
+	full chan chunk
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// newChunkPipe starts fill on its own goroutine. fill is called with an
+// empty buffer of ChunkSize bytes and returns how many it filled; after it
+// returns an error (io.EOF included) the producer stops. bufs are the ring's
+// buffers (each ChunkSize long), owned by the pipe until close returns.
+func newChunkPipe(bufs [][]byte, fill func(buf []byte) (int, error)) *chunkPipe {
+	p := &chunkPipe{
+		free: make(chan []byte, len(bufs)),
+		full: make(chan chunk, len(bufs)),
+		stop: make(chan struct{}),
+	}
+	for _, b := range bufs {
+		p.free <- b
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			var buf []byte
+			select {
+			case buf = <-p.free:
+			case <-p.stop:
+				return
+			}
+			n, err := fill(buf)
+			// full has room for every buffer, so this never blocks.
+			p.full <- chunk{b: buf[:n], err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// next returns the next chunk. After a chunk with an error the producer
+// has stopped and next must not be called again.
+func (p *chunkPipe) next() chunk { return <-p.full }
+
+// put returns a buffer to the ring.
+func (p *chunkPipe) put(b []byte) { p.free <- b[:cap(b)] }
+
+// close stops the producer once its current fill returns and waits for it.
+// The caller must first make a blocked fill return (reset the stream).
+func (p *chunkPipe) close() {
+	p.once.Do(func() { close(p.stop) })
+	p.wg.Wait()
+}
+
+// newRing allocates n buffers of ChunkSize bytes.
+func newRing(n int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, ChunkSize)
+	}
+	return bufs
+}
