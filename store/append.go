@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -21,9 +22,6 @@ type prepared struct {
 	env *mesh.Envelope
 	id  []byte // 32 raw bytes of env.ID
 	bin []byte // env.Marshal()
-	// tokens are the search words of env (envelopeTokens), found here so
-	// the committer does not tokenize.
-	tokens []string
 }
 
 // appendReq is one Append call waiting for the committer.
@@ -52,11 +50,9 @@ type appendReq struct {
 // Close, Append returns ErrClosed.
 func (db *DB) Append(ctx context.Context, envs []*mesh.Envelope) ([]string, error) {
 	p := make([]prepared, len(envs))
-	for i, e := range envs {
-		if err := prepare(e, &p[i]); err != nil {
-			db.rejected.Add(1)
-			return nil, err
-		}
+	if err := prepareAll(envs, p); err != nil {
+		db.rejected.Add(1)
+		return nil, err
 	}
 	r := &appendReq{envs: p, done: make(chan struct{})}
 	select {
@@ -82,6 +78,44 @@ func (db *DB) Append(ctx context.Context, envs []*mesh.Envelope) ([]string, erro
 	}
 }
 
+// parallelPrepare is the call size from which Append checks and encodes its
+// envelopes on every core (a catch-up page arrives as one large call).
+const parallelPrepare = 256
+
+// prepareAll prepares envs into p, spread over GOMAXPROCS goroutines for a
+// large call; it returns the error of the first invalid envelope.
+func prepareAll(envs []*mesh.Envelope, p []prepared) error {
+	workers := runtime.GOMAXPROCS(0)
+	if len(envs) < parallelPrepare || workers < 2 {
+		for i, e := range envs {
+			if err := prepare(e, &p[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, len(envs))
+	chunk := (len(envs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(envs); lo += chunk {
+		hi := min(lo+chunk, len(envs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				if errs[i] = prepare(envs[i], &p[i]); errs[i] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func prepare(e *mesh.Envelope, p *prepared) error {
 	if e == nil {
 		return fmt.Errorf("store: append: %w: nil envelope", ErrInvalid)
@@ -104,7 +138,7 @@ func prepare(e *mesh.Envelope, p *prepared) error {
 	if string(sum[:]) != string(id) {
 		return fmt.Errorf("store: append %s: %w: id does not match content", e.ID, ErrInvalid)
 	}
-	*p = prepared{env: e, id: id, bin: bin, tokens: envelopeTokens(e)}
+	*p = prepared{env: e, id: id, bin: bin}
 	return nil
 }
 
@@ -214,6 +248,8 @@ type batch struct {
 	reqs        []*appendReq
 	stored      uint64
 	dups        uint64
+	last        uint64      // highest offset the batch stores
+	written     []indexItem // what it stores, for the indexer
 	newChannels map[string]bool
 	// ids and a/ keys this batch writes, for the next batch, whose
 	// transaction cannot see them until this one is done.
@@ -235,6 +271,9 @@ func (db *DB) finish(b *batch, err error) {
 		db.syncs.Add(1)
 		db.appends.Add(b.stored)
 		db.dups.Add(b.dups)
+		if b.stored > 0 {
+			db.committedBatch(b)
+		}
 	}
 	b.err = err
 	for _, r := range b.reqs {
@@ -362,10 +401,12 @@ func (db *DB) build(w *writer, b *batch) error {
 			}
 			b.stored++
 			r.cursors[i] = formatCursor(off)
+			b.written = append(b.written, indexItem{off: off, env: p.env})
 		}
 	}
 	if db.nextOffset > 1 {
 		db.lastOffset.Store(db.nextOffset - 1)
+		b.last = db.nextOffset - 1
 	}
 	return nil
 }
@@ -384,15 +425,26 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	ak := authorKey(e.Channel, e.From, e.Seq)
 	hk := highKey(e.Channel, e.From)
 	est := int64(len(mk)+9+len(p.bin)+len(lk)+len(ak)+2*len(p.id)+len(hk)+16+len(e.Channel)+8) + 6*16
-	isize, icount := indexEntries(p)
-	if err := w.room(est+isize, 6+icount); err != nil {
+	if err := w.room(est+arrivalEntry(), 7); err != nil {
 		return 0, err
 	}
-	if _, ok := prevIDs[string(p.id)]; ok {
-		return 0, nil
-	}
-	if ok, err := w.exists(mk, nil); err != nil || ok {
+	// Duplicate check. The id hashes channel, author and seq, so an
+	// envelope whose seq is above the highest seq ever stored for its author
+	// in its channel (st.max, persisted in h/ with every append and kept by
+	// retention) cannot be stored yet: the in-order case, live or catch-up,
+	// skips the m/ read. The cache holds every author the in-flight batch
+	// wrote, so st.max covers it too.
+	st, err := db.author(w, hk)
+	if err != nil {
 		return 0, err
+	}
+	if e.Seq <= st.max {
+		if _, ok := prevIDs[string(p.id)]; ok {
+			return 0, nil
+		}
+		if ok, err := w.exists(mk, nil); err != nil || ok {
+			return 0, err
+		}
 	}
 	off := db.nextOffset
 	db.nextOffset++
@@ -409,7 +461,7 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	if err := w.set(lk, p.id); err != nil {
 		return 0, err
 	}
-	if err := db.writeIndex(w, p, off); err != nil {
+	if err := db.writeArrival(w, p, off); err != nil {
 		return 0, err
 	}
 	if !db.channels[e.Channel] && !b.newChannels[e.Channel] && !prevChannels[e.Channel] {
@@ -422,10 +474,6 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	// Author index and high-water mark. A second, different envelope with an
 	// author's existing seq (the author equivocated) stays in the arrival log
 	// but the index keeps the first.
-	st, err := db.author(w, hk)
-	if err != nil {
-		return 0, err
-	}
 	if e.Seq <= st.max {
 		if taken, err := w.exists(ak, prevAkeys); err != nil {
 			return 0, err

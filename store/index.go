@@ -1,13 +1,18 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/confabhq/confab/mesh"
 )
 
 // Key prefixes of the search index and the global arrival log; doc.go
@@ -17,13 +22,20 @@ const (
 	prefixArrival = "g/"
 )
 
-// keyIndexVersion holds indexVersion once the s/ and g/ keys cover every
-// stored envelope.
+// keyIndexVersion holds indexVersion once g/ covers every stored envelope
+// and keyIndexed says how far s/ does.
 var keyIndexVersion = []byte("o/index")
 
-// indexVersion is the version of the s/ and g/ keys and of the tokenizer
-// rules. New rebuilds both when the stored version differs.
-const indexVersion = 1
+// keyIndexed holds the indexer's watermark W (8 bytes big-endian): every
+// stored envelope with offset <= W has its s/ postings. Written by the
+// indexer only, in the transaction that writes the postings up to W.
+var keyIndexed = []byte("o/indexed")
+
+// indexVersion is the version of the s/ and g/ keys, of the tokenizer rules
+// and of the index's bookkeeping. 1: postings written with the envelope (no
+// o/indexed). 2: postings written by the background indexer up to
+// o/indexed. New rebuilds on any other version (see recoverIndex).
+const indexVersion = 2
 
 // arrivalLen is the length of a g/ value: arrival unix ms, record size, id.
 const arrivalLen = 8 + 4 + 32
@@ -38,6 +50,33 @@ type indexState struct {
 	searches, searchErrors, searchResults atomic.Uint64
 	expired, trimmed, sweeps              atomic.Uint64
 	storedBytes, storedCount              atomic.Int64 // as of the last sweep
+
+	// committed is the highest offset of a committed (durable, visible)
+	// batch; set from the commit callback. indexed is the indexer's
+	// watermark as committed to badger (o/indexed). Search waits for
+	// indexed >= committed as of its start; retention deletes only offsets
+	// <= indexed, so it never races the indexer's postings.
+	committed, indexed atomic.Uint64
+	indexBatches       atomic.Uint64
+	// kick wakes the indexer (capacity 1, sent without blocking).
+	kick chan struct{}
+
+	// pendMu guards the fields under it: the hand-off from commits to the
+	// indexer, so the indexer need not read back what was just written.
+	// While pendOK, pend holds every committed envelope after the indexer's
+	// watermark, in offset order; when it would grow past maxPend (the
+	// indexer is far behind), or after an index write failed, it is dropped
+	// and the indexer reads g/ and m/ from disk until it catches up. Never
+	// held with another lock.
+	pendMu sync.Mutex
+	pend   []indexItem
+	pendOK bool
+
+	// waitMu guards progress, closed and replaced by the indexer after every
+	// watermark advance, so Search can wait for it. Never held with another
+	// lock.
+	waitMu   sync.Mutex
+	progress chan struct{}
 
 	// sweepMu serializes retention passes (the background loop and tests)
 	// and guards the fields under it. Never held with DB.mu.
@@ -104,55 +143,101 @@ func (db *DB) arrivalMS() int64 {
 	return ms
 }
 
-// indexEntries is how many keys and bytes writeIndex adds for p, for the
+// indexItem is a committed envelope waiting for its postings.
+type indexItem struct {
+	off uint64
+	env *mesh.Envelope
+}
+
+// maxPend bounds the envelopes held for the indexer in memory; a variable
+// so a test can lower it.
+var maxPend = 1 << 16
+
+// committedBatch records that b is durable: it advances the committed
+// offset, hands b's envelopes to the indexer and wakes it. Runs on badger's
+// callback goroutine, in commit order.
+func (db *DB) committedBatch(b *batch) {
+	x := &db.idx
+	x.pendMu.Lock()
+	x.committed.Store(b.last)
+	if x.pendOK {
+		if len(x.pend)+len(b.written) > maxPend {
+			x.pendOK, x.pend = false, nil
+		} else {
+			x.pend = append(x.pend, b.written...)
+		}
+	}
+	x.pendMu.Unlock()
+	db.kickIndexer()
+}
+
+// arrivalEntry is the size of the g/ entry write adds for p, for the
 // writer's room check.
-func indexEntries(p *prepared) (size, count int64) {
-	size = int64(len(prefixArrival)+8+arrivalLen) + 16
-	for _, t := range p.tokens {
-		size += int64(len(prefixPosting)+len(t)+1+8) + 16
-	}
-	return size, int64(len(p.tokens)) + 1
+func arrivalEntry() int64 { return int64(len(prefixArrival)+8+arrivalLen) + 16 }
+
+// writeArrival adds the g/ entry of the envelope p stored at off, in the
+// envelope's transaction. Its postings come later, from the indexer.
+// Committer only.
+func (db *DB) writeArrival(w *writer, p *prepared, off uint64) error {
+	return w.set(arrivalKey(off), encodeArrival(db.arrivalMS(), recordSize(p.bin), p.id))
 }
 
-// writeIndex adds the g/ entry and the postings of the envelope p stored at
-// off, in the envelope's transaction. Committer only.
-func (db *DB) writeIndex(w *writer, p *prepared, off uint64) error {
-	if err := w.set(arrivalKey(off), encodeArrival(db.arrivalMS(), recordSize(p.bin), p.id)); err != nil {
-		return err
-	}
-	for _, t := range p.tokens {
-		if err := w.set(postingKey(t, off), nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// recoverIndex runs in New before the committer starts. If the stored index
-// version is not indexVersion it drops the s/ and g/ keys and rebuilds them
+// recoverIndex runs in New before the committer starts. By stored version:
+// 2, the indexer resumes from o/indexed; 1 (postings were written with every
+// envelope), everything stored is indexed; anything else (a store from before
+// search, or an unknown version), it drops the s/ and g/ keys, rebuilds g/
 // from every stored envelope (arrival time: now, since the real one is
-// unknown). Then it loads the last arrival time.
+// unknown) and leaves the postings to the indexer, from 0. Then it loads the
+// last arrival time.
 func (db *DB) recoverIndex() error {
-	var ver []byte
+	var ver, mark []byte
 	err := db.bdb.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyIndexVersion)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
+		for _, kv := range []struct {
+			k []byte
+			v *[]byte
+		}{{keyIndexVersion, &ver}, {keyIndexed, &mark}} {
+			item, err := txn.Get(kv.k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if *kv.v, err = item.ValueCopy(nil); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
-		}
-		ver, err = item.ValueCopy(nil)
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("index version: %w", err)
 	}
-	if len(ver) != 1 || ver[0] != indexVersion {
+	last := db.nextOffset - 1
+	switch {
+	case len(ver) == 1 && ver[0] == indexVersion:
+		if len(mark) != 8 {
+			return fmt.Errorf("index watermark: %w", ErrCorrupt)
+		}
+		db.idx.indexed.Store(be64(mark))
+	case len(ver) == 1 && ver[0] == 1:
+		err := db.bdb.Update(func(txn *badger.Txn) error {
+			if err := txn.Set(keyIndexed, binary.BigEndian.AppendUint64(nil, last)); err != nil {
+				return err
+			}
+			return txn.Set(keyIndexVersion, []byte{indexVersion})
+		})
+		if err != nil {
+			return fmt.Errorf("upgrade index: %w", err)
+		}
+		db.idx.indexed.Store(last)
+	default:
 		if err := db.rebuildIndex(); err != nil {
 			return fmt.Errorf("rebuild index: %w", err)
 		}
+		db.idx.indexed.Store(0)
 	}
+	db.idx.committed.Store(last)
+	db.idx.pendOK = db.idx.indexed.Load() == last
 	return db.bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival), Reverse: true})
 		defer it.Close()
@@ -174,6 +259,8 @@ func (db *DB) recoverIndex() error {
 	})
 }
 
+// rebuildIndex drops the index and rebuilds g/ from m/; the indexer rebuilds
+// the postings from watermark 0.
 func (db *DB) rebuildIndex() error {
 	if err := db.bdb.DropPrefix([]byte(prefixPosting), []byte(prefixArrival)); err != nil {
 		return err
@@ -189,19 +276,11 @@ func (db *DB) rebuildIndex() error {
 			item := it.Item()
 			id := item.KeyCopy(nil)[len(prefixMsg):]
 			err := item.Value(func(v []byte) error {
-				env, off, err := decodeMsg(id, v)
+				_, off, err := decodeMsg(id, v)
 				if err != nil {
 					return err
 				}
-				if err := wb.Set(arrivalKey(off), encodeArrival(now, len(v), id)); err != nil {
-					return err
-				}
-				for _, t := range envelopeTokens(env) {
-					if err := wb.Set(postingKey(t, off), nil); err != nil {
-						return err
-					}
-				}
-				return nil
+				return wb.Set(arrivalKey(off), encodeArrival(now, len(v), id))
 			})
 			if err != nil {
 				return err
@@ -213,6 +292,9 @@ func (db *DB) rebuildIndex() error {
 	if err != nil {
 		return err
 	}
+	if err := wb.Set(keyIndexed, binary.BigEndian.AppendUint64(nil, 0)); err != nil {
+		return err
+	}
 	if err := wb.Set(keyIndexVersion, []byte{indexVersion}); err != nil {
 		return err
 	}
@@ -220,7 +302,242 @@ func (db *DB) rebuildIndex() error {
 		return err
 	}
 	if n > 0 {
-		db.log.Info("rebuilt search index", "envelopes", n)
+		db.log.Info("rebuilt arrival log; the search index follows in the background", "envelopes", n)
 	}
 	return nil
+}
+
+// Indexer batch bounds: envelopes per transaction, and how often at most a
+// failing indexer retries.
+const (
+	indexBatchMax = 4096
+	indexRetry    = time.Second
+)
+
+// indexWait bounds how long Search waits for the indexer to cover what was
+// committed before the call; a variable so tests can shorten it.
+var indexWait = 2 * time.Second
+
+// testIndexGate, when not nil, is received from before every indexer batch
+// (tests hold the indexer back with it).
+var testIndexGate chan struct{}
+
+// kickIndexer wakes the indexer without blocking.
+func (db *DB) kickIndexer() {
+	select {
+	case db.idx.kick <- struct{}{}:
+	default:
+	}
+}
+
+// indexLoop is the background indexer: on every kick it indexes the
+// committed envelopes past the watermark, in batches of indexBatchMax, until
+// it has caught up. It runs until Close.
+func (db *DB) indexLoop(gate chan struct{}) {
+	defer db.wg.Done()
+	for {
+		select {
+		case <-db.closing:
+			return
+		case <-db.idx.kick:
+		}
+		for {
+			if gate != nil {
+				select {
+				case <-db.closing:
+					return
+				case <-gate:
+				}
+			}
+			more, err := db.indexBatch()
+			if err != nil {
+				db.log.Warn("search indexer", "err", err)
+				select {
+				case <-db.closing:
+					return
+				case <-time.After(indexRetry):
+				}
+				continue
+			}
+			if !more {
+				break
+			}
+			select {
+			case <-db.closing:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// indexBatch writes the postings of the committed envelopes after the
+// watermark (at most indexBatchMax, and what fits one transaction) and the
+// new watermark, in one transaction. It reports whether more are waiting.
+func (db *DB) indexBatch() (bool, error) {
+	x := &db.idx
+	x.pendMu.Lock()
+	if x.pendOK {
+		n := min(len(x.pend), indexBatchMax)
+		items := slices.Clone(x.pend[:n])
+		x.pend = slices.Delete(x.pend, 0, n) // shifts; n is most of it when busy
+		more := len(x.pend) > 0
+		x.pendMu.Unlock()
+		if n == 0 {
+			return false, nil
+		}
+		return more, db.indexItems(items)
+	}
+	x.pendMu.Unlock()
+	return db.indexFromDisk()
+}
+
+// indexItems writes the postings of items, which follow the watermark with
+// nothing committed in between, and moves the watermark to the last one.
+func (db *DB) indexItems(items []indexItem) error {
+	x := &db.idx
+	var keys [][]byte
+	for _, it := range items {
+		for _, t := range envelopeTokens(it.env) {
+			keys = append(keys, postingKey(t, it.off))
+		}
+	}
+	last := items[len(items)-1].off
+	if err := db.writePostings(keys, last); err != nil {
+		x.pendMu.Lock()
+		x.pendOK, x.pend = false, nil // redo from the watermark, from disk
+		x.pendMu.Unlock()
+		return fmt.Errorf("index %d..%d: %w", items[0].off, last, err)
+	}
+	return nil
+}
+
+// indexFromDisk indexes committed envelopes after the watermark by reading
+// their g/ and m/ entries (after a restart, or when the hand-off
+// overflowed). Once it has caught up with what is committed, the hand-off
+// takes over again.
+func (db *DB) indexFromDisk() (bool, error) {
+	x := &db.idx
+	from := x.indexed.Load()
+	upto := x.committed.Load() // a snapshot taken after this sees it all
+	if upto <= from {
+		x.pendMu.Lock()
+		if x.indexed.Load() == x.committed.Load() {
+			x.pendOK, x.pend = true, nil
+		}
+		x.pendMu.Unlock()
+		return false, nil
+	}
+	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
+	var (
+		keys  [][]byte
+		size  int64
+		mark  = upto
+		count int
+	)
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival)})
+		defer it.Close()
+		for it.Seek(arrivalKey(from + 1)); it.Valid(); it.Next() {
+			item := it.Item()
+			off := be64(item.Key()[len(prefixArrival):])
+			if off > upto {
+				break
+			}
+			if count == indexBatchMax || int64(len(keys)) > maxCount-maxTokensPerEnv || size > maxSize-maxTokensPerEnv*(maxTokenBytes+32) {
+				mark = off - 1
+				break
+			}
+			var a arrival
+			err := item.Value(func(v []byte) (err error) {
+				a, err = decodeArrival(item.Key(), v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			env, moff, err := getMsg(txn, a.id)
+			if errors.Is(err, ErrNotFound) {
+				continue // inconsistent; nothing to index
+			}
+			if err != nil {
+				return err
+			}
+			if moff != off {
+				continue // m/ belongs to another offset
+			}
+			for _, t := range envelopeTokens(env) {
+				k := postingKey(t, off)
+				keys = append(keys, k)
+				size += int64(len(k)) + 16
+			}
+			count++
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("index %d..%d: %w", from+1, upto, err)
+	}
+	if err := db.writePostings(keys, mark); err != nil {
+		return false, fmt.Errorf("index %d..%d: %w", from+1, mark, err)
+	}
+	// Loop (through indexBatch) until caught up, which re-enables the
+	// hand-off.
+	return true, nil
+}
+
+// writePostings writes keys and the new watermark mark in one transaction
+// and publishes the watermark.
+func (db *DB) writePostings(keys [][]byte, mark uint64) error {
+	x := &db.idx
+	txn := db.bdb.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range keys {
+		if err := txn.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := txn.Set(keyIndexed, binary.BigEndian.AppendUint64(nil, mark)); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	x.indexBatches.Add(1)
+	x.indexed.Store(mark)
+	x.waitMu.Lock()
+	close(x.progress)
+	x.progress = make(chan struct{})
+	x.waitMu.Unlock()
+	return nil
+}
+
+// waitIndexed waits until the index covers offset target, for at most
+// indexWait; past that (or when ctx ends or the DB closes) it returns and the
+// caller searches what is indexed.
+func (db *DB) waitIndexed(ctx context.Context, target uint64) {
+	x := &db.idx
+	var timer <-chan time.Time
+	for {
+		x.waitMu.Lock()
+		ch := x.progress
+		x.waitMu.Unlock()
+		if x.indexed.Load() >= target {
+			return
+		}
+		if timer == nil {
+			t := time.NewTimer(indexWait)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-ch:
+		case <-timer:
+			return
+		case <-ctx.Done():
+			return
+		case <-db.closing:
+			return
+		}
+	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -37,6 +38,9 @@ func (db *DB) retainLoop() {
 // ErrClosed, when Close starts.
 func (db *DB) sweep() (int, error) {
 	x := &db.idx
+	// Only indexed offsets are deleted (see sweepBatch): let the indexer
+	// catch up with what is committed first.
+	db.waitIndexed(context.Background(), x.committed.Load())
 	x.sweepMu.Lock()
 	defer x.sweepMu.Unlock()
 	if err := db.countNew(); err != nil {
@@ -123,6 +127,12 @@ func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
 			return 0, false, err
 		}
 		if a.off > x.scanned || (a.ms >= cutoff && (db.cfg.MaxBytes <= 0 || total <= db.cfg.MaxBytes)) {
+			break
+		}
+		if a.off > x.indexed.Load() {
+			// Its postings may not be written yet: deleting now would race
+			// the indexer (which could add postings for a deleted offset).
+			// The next pass takes it.
 			break
 		}
 		if len(victims) == sweepBatch {

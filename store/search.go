@@ -66,6 +66,9 @@ func (db *DB) search(ctx context.Context, query string, channel string, limit in
 			return nil, nil, nil
 		}
 	}
+	// Read your writes: wait (briefly) until the index covers everything
+	// committed before this call.
+	db.waitIndexed(ctx, db.idx.committed.Load())
 	switch {
 	case limit <= 0:
 		limit = DefaultSearchLimit

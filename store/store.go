@@ -111,6 +111,9 @@ type Stats struct {
 	Sweeps        uint64 // completed retention passes
 	StoredBytes   int64  // envelope record bytes stored, as of the last pass (0 before one)
 	StoredCount   int64  // envelopes stored, as of the last pass
+
+	Indexed      uint64 // the search index covers every envelope with an offset up to this
+	IndexBatches uint64 // indexer transactions
 }
 
 // DB is confab's message history. All methods are safe for concurrent use.
@@ -226,6 +229,8 @@ func New(cfg Config) (*DB, error) {
 		channels: make(map[string]bool),
 		authors:  make(map[string]*authorState),
 	}
+	db.idx.kick = make(chan struct{}, 1)
+	db.idx.progress = make(chan struct{})
 	err = db.recover()
 	if err == nil {
 		err = db.recoverIndex()
@@ -235,8 +240,10 @@ func New(cfg Config) (*DB, error) {
 		unlock()
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	db.wg.Add(1)
+	db.wg.Add(2)
 	go db.commitLoop()
+	go db.indexLoop(testIndexGate)
+	db.kickIndexer() // resume from the watermark
 	if !cfg.InMemory && cfg.GCInterval > 0 {
 		db.wg.Add(1)
 		go db.gcLoop()
@@ -323,6 +330,8 @@ func (db *DB) Stats() Stats {
 		Sweeps:        db.idx.sweeps.Load(),
 		StoredBytes:   db.idx.storedBytes.Load(),
 		StoredCount:   db.idx.storedCount.Load(),
+		Indexed:       db.idx.indexed.Load(),
+		IndexBatches:  db.idx.indexBatches.Load(),
 	}
 	db.mu.RLock()
 	defer db.mu.RUnlock()

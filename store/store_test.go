@@ -770,6 +770,12 @@ func TestKill9(t *testing.T) {
 	if len(curs) > 0 {
 		last = curs[len(curs)-1]
 	}
+	// The search index catches up from its watermark: the last
+	// acknowledged envelope is found (Search waits for the indexer).
+	found, _, err := db.Search(ctx, "tester", "#kill", MaxSearchLimit)
+	if err != nil || !slices.Contains(ids(found), acked[len(acked)-1][1]) {
+		t.Errorf("search after restart: %d results, err %v; want the last acknowledged among them", len(found), err)
+	}
 	c := appendAll(t, db, signed(t, newKey(t), "#kill", 1, "after restart"))[0]
 	if c <= last {
 		t.Errorf("cursor after restart %s <= last stored %s", c, last)
