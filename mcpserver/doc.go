@@ -1,7 +1,12 @@
 // Package mcpserver is confab's MCP server: it lets a coding agent (Claude
 // Code, Cursor, any MCP client) use its confab node through tools — whoami,
-// who, send, read, history, join, leave — over any MCP transport (stdio for
-// `confab mcp`).
+// who, send, read, history, join, leave, and the discovery, call, handoff and
+// session tools — over any MCP transport (stdio for `confab mcp`).
+//
+// Sessions (tools_session.go): a knock waits for the host on a gateway
+// connection of its own, run by a goroutine of the server, so session_join
+// can return "pending" and be called again to keep waiting; those
+// goroutines end with Run.
 //
 // The server is a client of the node's gateway socket, like the CLI. It keeps
 // two gateway connections: one for requests, and one whose subscription to

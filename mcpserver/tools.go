@@ -98,7 +98,7 @@ type (
 	}
 
 	historyInput struct {
-		Channel string `json:"channel" jsonschema:"a #channel"`
+		Channel string `json:"channel" jsonschema:"a #channel, or a private channel or session id (~...) you are a member of"`
 		Before  string `json:"before,omitempty" jsonschema:"only messages before this cursor (the 'before' of a previous page); empty for the newest"`
 		Limit   int    `json:"limit,omitempty" jsonschema:"how many messages (default 20, max 200)"`
 	}
@@ -312,8 +312,8 @@ func (s *Server) joinLeave(ctx context.Context, ch string, join bool) (*mcp.Call
 }
 
 func checkChannel(ch string) error {
-	if !mesh.ValidChannel(ch) || ch[0] != '#' {
-		return fmt.Errorf("bad channel name %q: want #name (lowercase letters, digits, '.', '_', '-'; at most 63 after '#')", ch)
+	if !mesh.ValidChannel(ch) || (ch[0] != '#' && ch[0] != '~') {
+		return fmt.Errorf("bad channel name %q: want #name (lowercase letters, digits, '.', '_', '-'; at most 63 after '#') or a private channel's ~id", ch)
 	}
 	return nil
 }
