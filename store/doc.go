@@ -27,10 +27,14 @@
 //	o/last                            -> offset of the last envelope written
 //	g/<offset>                        -> arrival ms | size u32 | id  global arrival log (retention, search)
 //	s/<word> 0x00 <offset>            -> ""   search postings, one per distinct word of an envelope
-//	o/index                           -> index version (s/ and g/ cover every envelope)
+//	o/index                           -> index version (g/ covers every envelope)
+//	o/indexed                         -> offset W: s/ covers every envelope up to W
 //
-// All keys of one envelope (g/ and s/ included), and o/last, are written in
-// one badger transaction, and deleted in one. The high-water mark hw (highest S with 1..S all stored) is
+// The keys an envelope is acknowledged with (m/, l/, a/, h/, g/, and c/ for
+// a new channel) and o/last are written in one badger transaction: five keys
+// per envelope. Its s/ postings follow, written by the background indexer
+// with o/indexed in a transaction of their own (see Search). Retention
+// deletes all of an envelope's keys in one transaction. The high-water mark hw (highest S with 1..S all stored) is
 // maintained on append: when seq is hw+1, hw advances over every following
 // seq already in the author index (at most up to max, the highest seq seen),
 // so gaps filled out of order close at once, and an in-order append reads no
@@ -48,9 +52,20 @@
 // envelope's words are those of its Name and Content, distinct, at most 512
 // (the first ones). Envelopes of private channels ("~...") are not indexed at
 // all: their content is ciphertext, and who speaks in them is not for search.
-// The committer writes one s/<word> 0x00 <offset> key per word, with the
-// envelope. Words come from the caller's goroutine (Append tokenizes while it
-// validates), so the committer only writes keys.
+// The index is not written on the acknowledgement path. A background indexer
+// follows the arrival log from its watermark o/indexed: after each commit
+// the committer hands it the batch's envelopes (in memory, in offset order),
+// and it tokenizes them and writes one s/<word> 0x00 <offset> key per word,
+// up to 4096 envelopes per transaction, together with the new watermark. So
+// the index lags the store by about one indexer transaction (milliseconds);
+// a crash loses no index entry for good: postings and watermark are written
+// together, and New restarts the indexer from the watermark, reading g/ and
+// m/ from disk until it has caught up (likewise when the in-memory hand-off
+// overflows its 65536 envelopes because the indexer is far behind). Search
+// covers what is indexed, and first waits (up to 2 s, or its ctx) until the
+// index covers everything committed before the call, so a client finds what
+// it was just acknowledged; past that wait it answers from what is indexed.
+// Stats.Indexed is the watermark.
 //
 // A query is at most 256 bytes and 8 distinct words; a '*' after the last
 // word makes it a prefix, expanded to at most 128 indexed words (a broader
@@ -68,10 +83,12 @@
 // began. BenchmarkSearch measures it on 100k envelopes.
 //
 // Stores written before search existed have no o/index key: New then drops
-// any s/ and g/ keys and rebuilds both from m/, synchronously, before it
-// returns (cost: one pass over the stored envelopes; arrival times of the
-// rebuilt entries are the time of the rebuild). The same happens when
-// indexVersion changes.
+// any s/ and g/ keys, rebuilds g/ from m/ before it returns (cost: one pass
+// over the stored envelopes; arrival times of the rebuilt entries are the
+// time of the rebuild), and sets o/indexed to 0, so the indexer rebuilds the
+// postings in the background. The same happens for an unknown indexVersion.
+// Version 1 stores (postings written with every envelope, no o/indexed) are
+// fully indexed: New records o/last as the watermark.
 //
 // # Retention
 //
@@ -85,7 +102,10 @@
 // added since its last pass (a full count after a restart), then deletes
 // from the oldest offset up while an envelope is older than MaxAge or the
 // total is over MaxBytes, up to 256 envelopes per synced transaction, with
-// every key that refers to the envelope: m/, l/, its a/ entry (if it points
+// every key that refers to the envelope (only envelopes the index covers:
+// a pass first waits, like Search, for the indexer, and leaves anything past
+// the watermark to the next pass, so the indexer never writes postings for a
+// deleted envelope): m/, l/, its a/ entry (if it points
 // to that id), g/, and its s/ postings (found by tokenizing it again). Then
 // it runs the value-log GC. Badger reclaims the space of deleted keys as it
 // compacts.
@@ -128,7 +148,13 @@
 // in one badger transaction (more only if badger's transaction size limit
 // demands), syncs once, and answers them all from badger's commit callback.
 // Being the only writer, it checks duplicates and updates high-water marks
-// without conflicts, and assigns offsets in commit order.
+// without conflicts, and assigns offsets in commit order. The duplicate check
+// reads m/<id> only when the envelope's seq is at most the highest seq
+// stored for its author in its channel (h/'s max, cached): the id hashes
+// channel, author and seq, so a higher seq is new, and an in-order append
+// (live or catch-up) reads no key but the author's h/ once. h/ is written
+// with every envelope and kept by retention, so this holds across restarts.
+// Append checks and encodes a call of 256 envelopes or more on every core.
 //
 // Batches are pipelined one deep: while badger writes and syncs batch N, the
 // committer prepares batch N+1 in a transaction opened before N committed,
@@ -145,9 +171,14 @@
 // may judge an envelope a duplicate from a snapshot taken just before the
 // sweeper deleted it; that envelope was expiring anyway.
 //
-// Lock order: DB.mu (read-held by readers, write-held once by Close) and
-// indexState.sweepMu (held by a retention pass, guarding its running totals)
-// are the package's mutexes; they are never held together. badger's locks
+// The indexer goroutine is a third writer (postings and o/indexed only);
+// it never writes a key the committer or the sweeper writes.
+//
+// Lock order: DB.mu (read-held by readers, write-held once by Close),
+// indexState.sweepMu (held by a retention pass, guarding its running totals),
+// indexState.pendMu (the committer-to-indexer hand-off) and
+// indexState.waitMu (the indexer's progress signal) are the package's
+// mutexes; no two are ever held together. badger's locks
 // are internal to it and never held across our calls. Committer-owned state (next offset, known channels, the
 // per-author cache) is touched only by the committer goroutine after New
 // returns; badger's callback goroutine touches only the finished batch, its
@@ -158,7 +189,7 @@
 // New validates the Config, takes an exclusive flock on Dir/confab.lock (a
 // second New on the same directory, from this process or another, fails with
 // ErrLocked), opens badger, recovers the last offset, checks (and if needed
-// rebuilds) the search index, and starts the committer, (on disk) the
+// rebuilds) the search index, and starts the committer, the indexer, (on disk) the
 // value-log GC goroutine, which runs every GCInterval, and (with MaxAge or
 // MaxBytes) the retention sweeper. Badger logs warnings and errors through
 // the injected slog logger; its info and debug output is dropped. Close stops

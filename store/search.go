@@ -42,6 +42,11 @@ func errInvalidQuery(format string, a ...any) error {
 //
 // The index is a posting list per word, intersected in offset order (see
 // doc.go), so the cost grows with the shortest list, not with the store.
+//
+// The index is written in the background, just after the envelopes are
+// acknowledged: Search first waits (at most 2 s, or until ctx ends) for it
+// to cover everything committed before the call, then searches what is
+// indexed.
 func (db *DB) Search(ctx context.Context, query string, channel string, limit int) ([]*mesh.Envelope, []string, error) {
 	envs, curs, err := db.search(ctx, query, channel, limit)
 	if err != nil {

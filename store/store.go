@@ -148,9 +148,10 @@ type DB struct {
 // GCDiscardRatio 0.5, MaxAge and MaxBytes 0 (keep everything),
 // RetentionInterval 1 minute, Now time.Now. Dir is required unless InMemory.
 // If another process (or another DB in this process) uses Dir, New fails
-// with an error wrapping ErrLocked. If the search index is missing or of an older version (a store
-// written before search existed), New rebuilds it from the stored envelopes
-// before returning. New starts a committer goroutine, on disk a value-log GC
+// with an error wrapping ErrLocked. If the search index is missing (a store written before search
+// existed), New rebuilds the arrival log before returning and the indexer
+// rebuilds the postings in the background. New starts a committer goroutine,
+// a search indexer goroutine, on disk a value-log GC
 // goroutine, and with MaxAge or MaxBytes set a retention sweeper; the caller
 // must call Close.
 func New(cfg Config) (*DB, error) {
