@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,9 @@ import (
 const followEvery = time.Second
 
 // follower asks the agent's rendezvous nodes to follow (archive and relay
-// gossip for) the agent's channels over rendezvous.FollowProtocol. One
+// gossip for) the agent's channels over rendezvous.FollowProtocol: public
+// channels by name, private channels by id and current gossip topic (the
+// rendezvous archives their ciphertext only; docs/private.md). One
 // goroutine; close stops and waits for it.
 type follower struct {
 	host   *node.Host
@@ -56,20 +59,27 @@ func startFollower(h *node.Host, m *mesh.Mesh, addrs []string, log *slog.Logger)
 
 func (f *follower) run(ctx context.Context) {
 	defer close(f.done)
-	sent := map[peer.ID][]string{} // channels last acknowledged, per rendezvous
+	sent := map[peer.ID][]string{} // request last acknowledged, per rendezvous
 	t := time.NewTicker(followEvery)
 	defer t.Stop()
 	for {
-		chans := f.mesh.Channels()
+		chans, private, state := f.request()
 		for _, p := range f.peers {
 			if f.host.Host().Network().Connectedness(p) != network.Connected {
 				delete(sent, p) // ask again after reconnecting: it may have restarted
 				continue
 			}
-			if len(chans) == 0 || slices.Equal(sent[p], chans) {
+			if len(state) == 0 || slices.Equal(sent[p], state) {
 				continue
 			}
-			rep, err := rendezvous.Follow(ctx, f.host.Host(), p, chans)
+			// Let the archive pull what was said before it subscribes: it
+			// gets ciphertext, which it would get from gossip anyway.
+			for _, e := range private {
+				if err := f.mesh.AllowArchive(e.Channel, p.String()); err != nil {
+					f.log.Debug("allow archive", "channel", e.Channel, "rendezvous", p, "err", err)
+				}
+			}
+			rep, err := rendezvous.FollowPrivate(ctx, f.host.Host(), p, chans, private)
 			if err != nil {
 				f.log.Debug("follow request failed", "rendezvous", p, "err", err)
 				continue
@@ -77,7 +87,7 @@ func (f *follower) run(ctx context.Context) {
 			if len(rep.Refused) > 0 {
 				f.log.Warn("rendezvous refused to follow some channels", "rendezvous", p, "refused", rep.Refused)
 			}
-			sent[p] = chans
+			sent[p] = state
 		}
 		select {
 		case <-ctx.Done():
@@ -85,6 +95,26 @@ func (f *follower) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// request returns the public channels and the private channels (with their
+// current gossip topics) to ask for, and a summary that changes whenever
+// either does: a key rotation moves a private channel to a new topic, which
+// is sent again. At most rendezvous.MaxFollowRequest of each.
+func (f *follower) request() (chans []string, private []rendezvous.PrivateEntry, state []string) {
+	for _, ch := range f.mesh.Channels() {
+		switch {
+		case strings.HasPrefix(ch, "#") && len(chans) < rendezvous.MaxFollowRequest:
+			chans = append(chans, ch)
+			state = append(state, ch)
+		case strings.HasPrefix(ch, "~") && len(private) < rendezvous.MaxFollowRequest:
+			if t := f.mesh.PrivateTopic(ch); t != "" {
+				private = append(private, rendezvous.PrivateEntry{Channel: ch, Topic: t})
+				state = append(state, ch+" "+t)
+			}
+		}
+	}
+	return chans, private, state
 }
 
 func (f *follower) close() {

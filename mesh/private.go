@@ -115,17 +115,21 @@ type private struct {
 	dir  string        // where channel files live; "" = memory only
 	kick chan struct{} // wakes the key refresher
 
-	mu      sync.Mutex // guards chans, pending
-	chans   map[string]*privChan
-	pending map[string]*knockWait // session.go: by joiner id
+	mu       sync.Mutex // guards chans, pending, sealed, archives
+	chans    map[string]*privChan
+	pending  map[string]*knockWait // session.go: by joiner id
+	sealed   map[string]string     // archive: id -> topic followed without keys
+	archives map[string][]string   // archive: id -> archive peers that may pull it
 }
 
 func newPrivate(stateFile string, log interface{ Warn(string, ...any) }) *private {
-	p := &private{kick: make(chan struct{}, 1), chans: map[string]*privChan{}, pending: map[string]*knockWait{}}
+	p := &private{kick: make(chan struct{}, 1), chans: map[string]*privChan{}, pending: map[string]*knockWait{},
+		sealed: map[string]string{}, archives: map[string][]string{}}
 	if stateFile == "" {
 		return p
 	}
 	p.dir = filepath.Join(filepath.Dir(stateFile), "private")
+	p.loadSealed(log)
 	ents, err := os.ReadDir(p.dir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -234,13 +238,14 @@ func (p *private) resolve(name string) string {
 	return name
 }
 
-// topic returns the gossipsub topic of a private channel, "" without keys.
+// topic returns the gossipsub topic of a private channel: from its keys, or
+// the topic an archive follows it on (JoinSealed); "" if neither.
 func (p *private) topic(id string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pc, ok := p.chans[id]
 	if !ok {
-		return ""
+		return p.sealed[id]
 	}
 	return topicFor(pc.current().Topic, id)
 }
@@ -248,10 +253,7 @@ func (p *private) topic(id string) string {
 // mayPost reports whether a live envelope on private channel id is
 // acceptable: an encrypted message from a member (when members are known).
 func (p *private) mayPost(id string, e *Envelope) bool {
-	if e.Kind != KindEncrypted || !strings.HasPrefix(e.Content, cipherTag) {
-		return false
-	}
-	return p.isMember(id, e.From)
+	return sealedForm(e) && p.isMember(id, e.From)
 }
 
 // isMember reports whether agent is a member of id; true when this node
@@ -810,4 +812,183 @@ func (m *Mesh) DecryptRecord(r Record) (Record, error) {
 		return r, err
 	}
 	return Record{Env: e, Cursor: r.Cursor}, nil
+}
+
+// Archives of private channels (docs/private.md, "Archive"). A node without
+// keys (a rendezvous) can follow a private channel on the topic a member
+// gives it: it stores and serves the members' ciphertext as it is, never
+// decrypts, and learns only who posted when. A member lets the archives it
+// asked pull the channel over /confab/sync/1 (AllowArchive); everyone else
+// who is not a member is refused, as before.
+const (
+	maxArchivesPerChannel = 16
+	sealedFile            = "sealed.topics" // in the private directory: id -> topic
+)
+
+// ValidSealedTopic reports whether topic has the form of a private channel's
+// gossip topic: the channel topic prefix and 64 lowercase hex digits.
+func ValidSealedTopic(topic string) bool {
+	h, ok := strings.CutPrefix(topic, topicPrefix)
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// sealedForm reports whether e looks like a member's message on a private
+// channel: kind enc with a well-formed ciphertext (not whether it decrypts).
+func sealedForm(e *Envelope) bool {
+	if e.Kind != KindEncrypted || !strings.HasPrefix(e.Content, cipherTag) {
+		return false
+	}
+	_, _, err := contentEpoch(e.Content)
+	return err == nil
+}
+
+// maySync reports whether agent may pull private channel id over
+// /confab/sync/1: a member, an archive a member allowed, or anyone when this
+// node is itself an archive (it holds ciphertext only).
+func (p *private) maySync(id, agent string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pc, ok := p.chans[id]
+	return !ok || slices.Contains(pc.Members, agent) || slices.Contains(p.archives[id], agent)
+}
+
+func (p *private) loadSealed(log interface{ Warn(string, ...any) }) {
+	b, err := os.ReadFile(filepath.Join(p.dir, sealedFile))
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Warn("private: read archived topics", "err", err)
+		}
+		return
+	}
+	var m map[string]string
+	if len(b) > 8<<20 || json.Unmarshal(b, &m) != nil {
+		log.Warn("private: archived topics unreadable; ignored")
+		return
+	}
+	for id, t := range m {
+		if isPrivate(id) && ValidSealedTopic(t) && len(p.sealed) < maxPrivChannels {
+			p.sealed[id] = t
+		}
+	}
+}
+
+// saveSealed writes the archived topics; the caller holds p.mu.
+func (p *private) saveSealed() error {
+	if p.dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return fmt.Errorf("mesh: private: %w", err)
+	}
+	b, _ := json.Marshal(p.sealed)
+	path := filepath.Join(p.dir, sealedFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("mesh: private: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("mesh: private: save archived topics: %w", err)
+	}
+	return nil
+}
+
+// PrivateTopic returns the current gossip topic of a private channel this
+// node holds keys for (by id or local name), "" otherwise. A member hands it
+// to an archive (JoinSealed); it changes when a removal rotates the key.
+func (m *Mesh) PrivateTopic(channel string) string {
+	id := m.priv.resolve(channel)
+	m.priv.mu.Lock()
+	defer m.priv.mu.Unlock()
+	pc, ok := m.priv.chans[id]
+	if !ok {
+		return ""
+	}
+	return topicFor(pc.current().Topic, id)
+}
+
+// AllowArchive lets peer archive pull private channel id (which this node
+// holds keys for) over /confab/sync/1, so that it archives what was said
+// before it subscribed. The archive receives ciphertext only. At most
+// maxArchivesPerChannel peers per channel; kept in memory only.
+func (m *Mesh) AllowArchive(channel, archive string) error {
+	id := m.priv.resolve(channel)
+	if _, err := AuthorKey(archive); err != nil {
+		return fmt.Errorf("mesh: allow archive %s: %w", trunc(archive), err)
+	}
+	m.priv.mu.Lock()
+	defer m.priv.mu.Unlock()
+	if _, ok := m.priv.chans[id]; !ok {
+		return fmt.Errorf("mesh: allow archive for %s: %w", trunc(channel), ErrUnknownPrivate)
+	}
+	as := m.priv.archives[id]
+	if slices.Contains(as, archive) {
+		return nil
+	}
+	if len(as) >= maxArchivesPerChannel {
+		return fmt.Errorf("mesh: allow archive for %s: more than %d archives", id, maxArchivesPerChannel)
+	}
+	m.priv.archives[id] = append(as, archive)
+	return nil
+}
+
+// JoinSealed follows private channel id without its keys, on gossip topic
+// topic (as given by a member, see PrivateTopic): the node stores what
+// members publish there, as signed by them — well-formed ciphertext for id
+// only — and serves it over /confab/sync/1 to whoever asks by id. It never
+// decrypts. Joining again with another topic (after a key rotation) moves
+// the channel to it. The topic is kept next to the state file and used when
+// the channel is rejoined at start. A node that holds id's keys refuses
+// (ErrBadChannel): it joins with Join.
+func (m *Mesh) JoinSealed(ctx context.Context, id, topic string) error {
+	if !isPrivate(id) || !ValidSealedTopic(topic) {
+		return fmt.Errorf("mesh: join sealed %q on %q: %w", trunc(id), trunc(topic), ErrBadChannel)
+	}
+	m.priv.mu.Lock()
+	if _, member := m.priv.chans[id]; member {
+		m.priv.mu.Unlock()
+		return fmt.Errorf("mesh: join sealed %s: %w: this node holds its keys", id, ErrBadChannel)
+	}
+	old, known := m.priv.sealed[id]
+	if !known && len(m.priv.sealed) >= maxPrivChannels {
+		m.priv.mu.Unlock()
+		return fmt.Errorf("mesh: join sealed %s: more than %d archived private channels", id, maxPrivChannels)
+	}
+	var err error
+	if old != topic {
+		m.priv.sealed[id] = topic
+		err = m.priv.saveSealed()
+	}
+	m.priv.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if c, err := m.channel(id); err == nil {
+		if c.topic.String() == topic {
+			return nil
+		}
+		if err := m.Leave(ctx, id); err != nil && !errors.Is(err, ErrNotJoined) {
+			return err
+		}
+	}
+	return m.Join(ctx, id)
 }

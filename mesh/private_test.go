@@ -414,3 +414,26 @@ func TestPrivateRemoveRotatesKey(t *testing.T) {
 		}
 	}
 }
+
+func TestValidSealedTopic(t *testing.T) {
+	const topicPrefix = "/confab/chan/1/"
+	hex64 := strings.Repeat("0a", 32)
+	tests := []struct {
+		topic string
+		want  bool
+	}{
+		{topicPrefix + hex64, true},
+		{topicPrefix + strings.ToUpper(hex64), false},
+		{topicPrefix + hex64[:62], false},
+		{topicPrefix + hex64 + "00", false},
+		{topicPrefix + "#general", false},
+		{"/confab/presence/1", false},
+		{"/other/" + hex64, false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := mesh.ValidSealedTopic(tt.topic); got != tt.want {
+			t.Errorf("ValidSealedTopic(%q) = %v, want %v", tt.topic, got, tt.want)
+		}
+	}
+}

@@ -110,8 +110,8 @@ func (m *Mesh) serveSync(s network.Stream) {
 		_ = s.Reset() // we do not serve channels we are not in
 		return
 	}
-	if isPrivate(req.Channel) && !m.priv.isMember(req.Channel, s.Conn().RemotePeer().String()) {
-		_ = s.Reset() // private.go: only members pull a private channel
+	if isPrivate(req.Channel) && !m.priv.maySync(req.Channel, s.Conn().RemotePeer().String()) {
+		_ = s.Reset() // private.go: only members (and archives they allowed) pull a private channel
 		return
 	}
 	m.stats.add(&m.stats.SyncServed, 1)
@@ -212,6 +212,9 @@ func (m *Mesh) syncPage(ctx context.Context, c *channel, p peer.ID, have map[str
 		e, err := Unmarshal(b)
 		if err == nil {
 			err = e.Verify()
+		}
+		if err == nil && isPrivate(c.name) && !sealedForm(e) {
+			err = fmt.Errorf("%w: not a private channel's ciphertext", ErrMalformed)
 		}
 		if err != nil || e.Channel != c.name {
 			m.stats.add(&m.stats.RejectedInvalid, 1)

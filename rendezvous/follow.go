@@ -22,20 +22,36 @@ import (
 // to follow (join and archive) its channels. One request and one reply per
 // stream, each one JSON object:
 //
-//	→ {"type":"follow","v":1,"channels":["#general","#dev"]}
-//	← {"type":"follow","v":1,"following":["#dev","#general"],"refused":{"#x":"total_limit"}}
+//	→ {"type":"follow","v":1,"channels":["#general","#dev"],
+//	   "private":[{"channel":"~<32 hex>","topic":"/confab/chan/1/<64 hex>"}]}
+//	← {"type":"follow","v":1,"following":["#dev","#general","~<32 hex>"],"refused":{"#x":"total_limit"}}
 //
 // following lists the requested channels the rendezvous now follows;
 // refused maps the others to a reason: "bad_channel" (not a public
-// #channel), "peer_limit" (MaxFollowPerPeer), "total_limit" (MaxChannels) or
-// "error". Requests are idempotent; asking again for followed channels is
-// free.
+// #channel, or not a private ~id), "bad_topic" (a private entry whose topic
+// is not a private channel's gossip topic), "peer_limit"
+// (MaxFollowPerPeer, public and private together), "total_limit"
+// (MaxChannels) or "error". Requests are idempotent; asking again for
+// followed channels is free.
+//
+// private (optional, at most MaxFollowRequest entries) asks the rendezvous
+// to archive private channels of which the requester is a member, by id and
+// current gossip topic (mesh.PrivateTopic). The rendezvous holds no keys:
+// it joins the topic with mesh.JoinSealed, stores the members' ciphertext as
+// signed and serves it over /confab/sync/1 to whoever asks by id. The
+// confidentiality of a private channel rests on its encryption; the archive
+// sees ciphertext, channel ids, authors, sizes and times. After a key
+// rotation members send the new topic and the archive moves to it. The
+// rendezvous cannot check that a requester is a member: a peer that knows an
+// id can point the archive at a wrong topic for it (the archive then misses
+// live messages until a member sends the right topic again, which members do
+// whenever their topic changes or they reconnect).
 const FollowProtocol = protocol.ID("/confab/follow/1")
 
 // Limits of the follow protocol.
 const (
-	MaxFollowRequest  = 64               // channels in one request
-	maxFollowBytes    = 16 << 10         // bytes of a request or reply
+	MaxFollowRequest  = 64               // channels in one request, and private entries
+	maxFollowBytes    = 32 << 10         // bytes of a request or reply
 	followTimeout     = 10 * time.Second // one exchange, both sides
 	followRefusalSize = MaxFollowRequest // reasons in one reply
 )
@@ -43,6 +59,7 @@ const (
 // Refusal reasons in a follow reply.
 const (
 	RefusedBadChannel = "bad_channel"
+	RefusedBadTopic   = "bad_topic"
 	RefusedPeerLimit  = "peer_limit"
 	RefusedTotalLimit = "total_limit"
 	RefusedError      = "error"
@@ -53,9 +70,17 @@ var ErrFollowRefused = errors.New("rendezvous: follow refused")
 
 // FollowRequest is the request of FollowProtocol.
 type FollowRequest struct {
-	Type     string   `json:"type"` // "follow"
-	V        int      `json:"v"`    // 1
-	Channels []string `json:"channels"`
+	Type     string         `json:"type"` // "follow"
+	V        int            `json:"v"`    // 1
+	Channels []string       `json:"channels"`
+	Private  []PrivateEntry `json:"private,omitempty"`
+}
+
+// PrivateEntry asks for the ciphertext archive of a private channel: its id
+// ("~" + 32 hex) and its current gossip topic (see mesh.ValidSealedTopic).
+type PrivateEntry struct {
+	Channel string `json:"channel"`
+	Topic   string `json:"topic"`
 }
 
 // FollowReply is the reply of FollowProtocol.
@@ -80,6 +105,8 @@ func DecodeFollowRequest(b []byte) (*FollowRequest, error) {
 		return nil, fmt.Errorf("follow request: type %q v %d", r.Type, r.V)
 	case len(r.Channels) > MaxFollowRequest:
 		return nil, fmt.Errorf("follow request: %d channels, limit %d", len(r.Channels), MaxFollowRequest)
+	case len(r.Private) > MaxFollowRequest:
+		return nil, fmt.Errorf("follow request: %d private entries, limit %d", len(r.Private), MaxFollowRequest)
 	}
 	return &r, nil
 }
@@ -87,8 +114,17 @@ func DecodeFollowRequest(b []byte) (*FollowRequest, error) {
 // Follow asks the rendezvous p (already connected or dialable through h's
 // peerstore) to follow channels and returns its reply.
 func Follow(ctx context.Context, h host.Host, p peer.ID, channels []string) (*FollowReply, error) {
+	return FollowPrivate(ctx, h, p, channels, nil)
+}
+
+// FollowPrivate is Follow with private channels to archive as ciphertext
+// (at most MaxFollowRequest of each; the rest is not sent).
+func FollowPrivate(ctx context.Context, h host.Host, p peer.ID, channels []string, private []PrivateEntry) (*FollowReply, error) {
 	if len(channels) > MaxFollowRequest {
 		channels = channels[:MaxFollowRequest]
+	}
+	if len(private) > MaxFollowRequest {
+		private = private[:MaxFollowRequest]
 	}
 	ctx, cancel := context.WithTimeout(ctx, followTimeout)
 	defer cancel()
@@ -98,7 +134,7 @@ func Follow(ctx context.Context, h host.Host, p peer.ID, channels []string) (*Fo
 	}
 	defer s.Close()
 	s.SetDeadline(time.Now().Add(followTimeout))
-	req, _ := json.Marshal(FollowRequest{Type: "follow", V: 1, Channels: channels})
+	req, _ := json.Marshal(FollowRequest{Type: "follow", V: 1, Channels: channels, Private: private})
 	if _, err := s.Write(req); err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("rendezvous: follow %s: %w", p, err)
@@ -191,13 +227,13 @@ func (f *follower) handle(s network.Stream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), followTimeout)
 	defer cancel()
-	rep := f.follow(ctx, s.Conn().RemotePeer(), req.Channels)
+	rep := f.follow(ctx, s.Conn().RemotePeer(), req.Channels, req.Private)
 	out, _ := json.Marshal(rep)
 	s.Write(out)
 }
 
 // follow applies one request of peer p.
-func (f *follower) follow(ctx context.Context, p peer.ID, channels []string) *FollowReply {
+func (f *follower) follow(ctx context.Context, p peer.ID, channels []string, private []PrivateEntry) *FollowReply {
 	rep := &FollowReply{Type: "follow", V: 1, Following: []string{}}
 	refuse := func(ch, why string) {
 		if rep.Refused == nil {
@@ -212,16 +248,7 @@ func (f *follower) follow(ctx context.Context, p peer.ID, channels []string) *Fo
 			refuse(ch, RefusedBadChannel)
 			continue
 		}
-		f.mu.Lock()
-		mine := f.byPeer[p]
-		known := slices.Contains(mine, ch)
-		full := !known && len(mine) >= f.perPeer
-		if !known && !full {
-			f.byPeer[p] = append(mine, ch)
-		}
-		f.mu.Unlock()
-		if full {
-			f.refused()
+		if !f.count(p, ch) {
 			refuse(ch, RefusedPeerLimit)
 			continue
 		}
@@ -231,8 +258,60 @@ func (f *follower) follow(ctx context.Context, p peer.ID, channels []string) *Fo
 		}
 		rep.Following = append(rep.Following, ch)
 	}
+	for _, e := range private {
+		if !mesh.ValidChannel(e.Channel) || e.Channel[0] != '~' {
+			refuse(e.Channel, RefusedBadChannel)
+			continue
+		}
+		if !mesh.ValidSealedTopic(e.Topic) {
+			refuse(e.Channel, RefusedBadTopic)
+			continue
+		}
+		if !f.count(p, e.Channel) {
+			refuse(e.Channel, RefusedPeerLimit)
+			continue
+		}
+		if why, _ := f.joinSealed(ctx, e.Channel, e.Topic); why != "" {
+			refuse(e.Channel, why)
+			continue
+		}
+		rep.Following = append(rep.Following, e.Channel)
+	}
 	slices.Sort(rep.Following)
 	return rep
+}
+
+// count records that p asked for ch and reports whether p is within
+// MaxFollowPerPeer.
+func (f *follower) count(p peer.ID, ch string) bool {
+	f.mu.Lock()
+	mine := f.byPeer[p]
+	known := slices.Contains(mine, ch)
+	full := !known && len(mine) >= f.perPeer
+	if !known && !full {
+		f.byPeer[p] = append(mine, ch)
+	}
+	f.mu.Unlock()
+	if full {
+		f.refused()
+	}
+	return !full
+}
+
+// joinSealed makes the archive follow private channel id on topic without
+// keys (ciphertext only), within MaxChannels. It returns a refusal reason,
+// or "".
+func (f *follower) joinSealed(ctx context.Context, id, topic string) (string, error) {
+	f.joinMu.Lock()
+	defer f.joinMu.Unlock()
+	if chs := f.m.Channels(); !slices.Contains(chs, id) && len(chs) >= f.max {
+		f.refused()
+		return RefusedTotalLimit, fmt.Errorf("follow %s: the rendezvous follows %d channels, its limit", id, f.max)
+	}
+	if err := f.m.JoinSealed(ctx, id, topic); err != nil {
+		return RefusedError, err
+	}
+	return "", nil
 }
 
 // close stops accepting streams and waits for the running ones.

@@ -292,11 +292,12 @@ func TestConfig(t *testing.T) {
 
 func FuzzDecodeFollowRequest(f *testing.F) {
 	f.Add([]byte(`{"type":"follow","v":1,"channels":["#general","#dev"]}`))
+	f.Add([]byte(`{"type":"follow","v":1,"channels":["#dev"],"private":[{"channel":"~00112233445566778899aabbccddeeff","topic":"/confab/chan/1/` + strings.Repeat("ab", 32) + `"}]}`))
 	f.Add([]byte(`{"type":"follow","v":2}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := rendezvous.DecodeFollowRequest(b)
-		if err == nil && (r.Type != "follow" || len(r.Channels) > rendezvous.MaxFollowRequest) {
+		if err == nil && (r.Type != "follow" || len(r.Channels) > rendezvous.MaxFollowRequest || len(r.Private) > rendezvous.MaxFollowRequest) {
 			t.Fatalf("accepted %q", b)
 		}
 	})
