@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,9 +28,12 @@ var (
 )
 
 // outFrame is one item of a connection's send queue. A non-zero closeCode
-// makes it the last: the writer sends data (if any), then a close frame.
+// makes it the last: the writer sends data (if any), then a close frame. pm,
+// if set, is an event shared by every connection it fans out to, encoded
+// once (writer.go); data is then nil.
 type outFrame struct {
 	data      []byte
+	pm        *websocket.PreparedMessage
 	closeCode int
 	closeText string
 }
@@ -41,7 +45,7 @@ type conn struct {
 	ws  *websocket.Conn
 	log *slog.Logger
 
-	out        chan outFrame // bounded send queue, drained only by the writer
+	bc         *batchConn    // the net.Conn under ws (writer.go)
 	readerDone chan struct{} // closed when the reader returns
 	closeSent  chan struct{} // closed when the writer is done writing
 	g          *errgroup.Group
@@ -60,6 +64,13 @@ type conn struct {
 	limiter *rate.Limiter // the identity's request rate
 
 	joins atomic.Int32 // session joins in flight (frames_private.go)
+
+	// The send queue: a slice that grows with use up to cfg.SendQueue and is
+	// dropped again once drained, so an idle connection holds no queue.
+	qmu    sync.Mutex    // guards q and qroom; a leaf lock
+	q      []outFrame    // frames waiting for the writer
+	qroom  chan struct{} // closed when the writer takes frames; nil unless someone waits for room
+	qready chan struct{} // capacity 1: the writer has frames to take
 }
 
 // pumpRef is the reader's handle on a subscription pump goroutine.
@@ -78,12 +89,13 @@ func (p *pumpRef) running() bool {
 	}
 }
 
-func newConn(s *Server, ws *websocket.Conn) *conn {
+func newConn(s *Server, ws *websocket.Conn, bc *batchConn) *conn {
 	return &conn{
 		s:          s,
 		ws:         ws,
+		bc:         bc,
 		log:        s.log.With("remote", ws.RemoteAddr().String()),
-		out:        make(chan outFrame, s.cfg.SendQueue),
+		qready:     make(chan struct{}, 1),
 		readerDone: make(chan struct{}),
 		closeSent:  make(chan struct{}),
 		kick:       make(chan kick, 1),
@@ -91,7 +103,8 @@ func newConn(s *Server, ws *websocket.Conn) *conn {
 }
 
 // serve runs the connection until it ends. It returns only after the
-// reader, the writer and any subscription pump have exited.
+// reader, the writer and any subscription pump have exited. The reader runs
+// on serve's own goroutine: an idle connection costs two goroutines.
 func (c *conn) serve() {
 	defer c.ws.Close()
 	info := c.s.cfg.Backend.Info()
@@ -119,22 +132,57 @@ func (c *conn) serve() {
 		defer t.Stop()
 		defer c.s.unregister(c)
 	}
-	g, ctx := errgroup.WithContext(c.s.ctx)
+	rctx, cancel := context.WithCancel(c.s.ctx)
+	g, ctx := errgroup.WithContext(rctx)
 	c.g = g
-	g.Go(func() error { return c.readLoop(ctx) })
 	g.Go(func() error { return c.writeLoop(ctx) })
+	rerr := c.readLoop(ctx)
+	cancel() // the writer and any pump stop as they would if the reader were in g
 	err = g.Wait()
+	if err == nil || errors.Is(err, context.Canceled) {
+		err = rerr
+	}
 	c.log.Debug("gateway connection ended", "err", err)
 }
 
 // enqueue queues f for the writer, waiting while the queue is full.
 func (c *conn) enqueue(ctx context.Context, f outFrame) error {
-	select {
-	case c.out <- f:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		c.qmu.Lock()
+		if len(c.q) < c.s.cfg.SendQueue {
+			c.q = append(c.q, f)
+			c.qmu.Unlock()
+			select {
+			case c.qready <- struct{}{}:
+			default: // the writer has been told already
+			}
+			return nil
+		}
+		if c.qroom == nil {
+			c.qroom = make(chan struct{})
+		}
+		room := c.qroom
+		c.qmu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+}
+
+// take hands the writer every queued frame and gives the queue spare (an
+// empty slice, or nil) to fill meanwhile.
+func (c *conn) take(spare []outFrame) []outFrame {
+	c.qmu.Lock()
+	batch := c.q
+	c.q = spare
+	if c.qroom != nil {
+		close(c.qroom)
+		c.qroom = nil
+	}
+	c.qmu.Unlock()
+	return batch
 }
 
 func (c *conn) send(ctx context.Context, f Frame) error {
@@ -180,19 +228,19 @@ func (c *conn) writeLoop(ctx context.Context) error {
 		t.Stop()
 		c.ws.Close()
 	}()
+	var spare []outFrame
 	for {
 		select {
-		case f := <-c.out:
-			if f.data != nil {
-				c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-				if err := c.ws.WriteMessage(websocket.TextMessage, f.data); err != nil {
-					return fmt.Errorf("write: %w", err)
-				}
+		case <-c.qready:
+			batch := c.take(spare)
+			err := c.writeBatch(batch) // writer.go
+			clear(batch)               // drop the frames' bytes now
+			spare = nil
+			if cap(batch) <= keepQueue {
+				spare = batch[:0]
 			}
-			c.s.metrics.framesOut.Add(1)
-			if f.closeCode != 0 {
-				c.writeClose(f.closeCode, f.closeText)
-				return errFinal
+			if err != nil {
+				return err
 			}
 		case k := <-c.kick:
 			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))

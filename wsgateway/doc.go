@@ -22,18 +22,29 @@
 //
 // Per connection the server runs one reader goroutine (it decodes frames
 // and handles requests one after another, in order), one writer goroutine
-// (the only writer of data frames: it owns the bounded send queue, write
-// deadlines and pings) and, while a subscription is active, one pump
-// goroutine that replays history and forwards live records into the send
-// queue. They are tied by an errgroup; the handler returns when all have
-// exited. Queueing into the send queue blocks (backpressure); the overflow
-// point is the backend subscription's queue: when it overflows the client is
-// sent a "resume" error with its last cursor and closed with code 4008.
+// (the only writer of data frames: it drains the bounded send queue, owns
+// write deadlines and pings, and sends every frame queued at once in one
+// network write) and, while a subscription is active, one pump goroutine
+// that replays history and forwards live records into the send queue. The
+// HTTP handler returns right after the upgrade; the reader runs on the
+// connection's own goroutine and ties the others with an errgroup, and the
+// connection ends when all have exited. Queueing into the send queue blocks
+// (backpressure); the overflow point is the backend subscription's queue:
+// when it overflows the client is sent a "resume" error with its last cursor
+// and closed with code 4008.
+//
+// Memory per idle connection is kept small on purpose (tens of thousands
+// per rendezvous): the send queue is a slice that grows with use and is
+// dropped when drained, the read buffer is 1 KiB, write buffers are lent
+// from a pool for one message, and a live event is JSON-encoded once (and
+// framed once) for every connection it fans out to (writer.go).
 //
 // Concurrency: Server and Client methods are safe for concurrent use.
 // Locks: Server.mu guards the connection set, listeners, per-IP counts and
 // the identity table, and is never held while doing I/O or taking another
-// lock. Client.mu guards pending requests
+// lock. conn.qmu (the send queue), batchConn.mu (the write batch; held
+// while writing to the network) and eventCache.mu (held while encoding) are
+// leaf locks. Client.mu guards pending requests
 // and the subscription; Client.wmu serialises writes; wmu is never taken
 // while mu is held.
 package wsgateway

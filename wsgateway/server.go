@@ -154,6 +154,7 @@ type Server struct {
 	once     sync.Once
 
 	metrics metrics
+	events  eventCache // live events encoded once for every connection (writer.go)
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -182,6 +183,11 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
+		// Small per-connection memory (writer.go): a 1 KiB read buffer, and
+		// write buffers lent from a pool for one message at a time.
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: writeBufferSize,
+		WriteBufferPool: &sync.Pool{},
 		// A local-mode server is reached through a 0600 unix socket that
 		// browsers cannot dial, so no legitimate request carries an Origin.
 		// Refusing any Origin keeps a page from abusing a local-mode Handler
@@ -376,19 +382,24 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.upgrader.CheckOrigin(r) {
 		s.metrics.refusedOrigin.Add(1)
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil) // replies to the client itself on error
+	bc := &batchConn{}
+	ws, err := s.upgrader.Upgrade(hijackWrap{w, bc}, r, nil) // replies to the client itself on error
 	if err != nil {
 		s.release(nil, ip)
 		s.log.Debug("gateway upgrade failed", "err", err)
 		return
 	}
 	s.metrics.accepted.Add(1)
-	c := newConn(s, ws)
+	c := newConn(s, ws, bc)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	defer s.release(c, ip)
-	c.serve()
+	// The connection runs on a goroutine of its own so that this one (and
+	// with it net/http's per-connection state and buffers) ends now.
+	go func() {
+		defer s.release(c, ip)
+		c.serve()
+	}()
 }
 
 // FromMesh adapts a *mesh.Mesh to Backend: Go has no covariant results, so

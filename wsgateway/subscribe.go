@@ -125,7 +125,7 @@ func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger
 			if m != nil && (rec.Cursor <= m.since || seen.has(rec.Cursor)) {
 				continue
 			}
-			if c.send(ctx, c.event(rec, false)) != nil {
+			if c.sendEvent(ctx, rec) != nil { // writer.go: encoded once for every connection
 				return
 			}
 			if rec.Cursor > last {
