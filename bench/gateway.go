@@ -49,11 +49,17 @@ func runGorilla(ctx context.Context, size Size) (Result, error) {
 	return res, err
 }
 
+// idleOverride, if positive, replaces the idle connection count (-idle).
+var idleOverride int
+
 // idleCount is how many idle connections the gateway comparison holds:
 // 20000 at full size, or as many as RLIMIT_NOFILE allows the server process
 // (and the client process, which inherits the limit) with 256 to spare.
 func idleCount(size Size) int {
 	n := pick(size, 300, 20000)
+	if idleOverride > 0 {
+		n = idleOverride
+	}
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+256 {
 		n = int(lim.Cur) - 256

@@ -39,6 +39,7 @@ func run() int {
 		agents   = flag.String("agents", "", "override the channel comparison's group sizes, e.g. 2,10 (default: tiny 2,5; full 2,10,50)")
 		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		dir      = flag.String("dir", "", "parent of the temp dirs of disk benchmarks (default $TMPDIR); must be on the disk being measured")
+		idle     = flag.Int("idle", 0, "override how many idle connections the gateway scenarios hold (default: tiny 300, full 20000)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -50,6 +51,7 @@ func run() int {
 		return 0
 	}
 	benchDir = *dir
+	idleOverride = *idle
 	if *agents != "" {
 		for _, a := range strings.Split(*agents, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(a))
