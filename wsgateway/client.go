@@ -1,7 +1,9 @@
 package wsgateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -166,7 +168,7 @@ func (c *Client) readLoop() {
 		if err != nil {
 			return
 		}
-		f, derr := DecodeReply(data)
+		f, derr := decodeServerFrame(data)
 		if derr != nil {
 			err = fmt.Errorf("wsgateway: bad frame from server: %w", derr)
 			return
@@ -179,6 +181,34 @@ func (c *Client) readLoop() {
 			c.dispatch(f)
 		}
 	}
+}
+
+// eventPrefix starts every event frame the server encodes (EncodeFrame
+// writes the type first).
+var eventPrefix = []byte(`{"type":"event",`)
+
+// decodeServerFrame is DecodeReply with a fast path for events, most of
+// what a subscribed client reads: an event frame is parsed once, header and
+// body together, instead of once for its header and again for its body.
+// The header fields decode exactly as in decodeHeader (the same names and
+// tags), so both paths agree on the type and apply the same checks;
+// FuzzDecodeServerFrame holds them to it.
+func decodeServerFrame(data []byte) (Frame, error) {
+	if !bytes.HasPrefix(data, eventPrefix) || len(data) > maxDecodeLen {
+		return DecodeReply(data)
+	}
+	var x struct {
+		Type string `json:"type"` // as in header
+		Req  string `json:"req"`
+		Event
+	}
+	if err := json.Unmarshal(data, &x); err != nil || x.Type != TypeEvent || len(x.Req) > MaxReqLen {
+		return DecodeReply(data) // the slow path words the error
+	}
+	if err := validateReply(&x.Event); err != nil {
+		return nil, err
+	}
+	return &x.Event, nil
 }
 
 func connError(err error) error {

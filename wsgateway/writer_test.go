@@ -3,10 +3,12 @@ package wsgateway
 import (
 	"bytes"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"go.uber.org/goleak"
 
 	"github.com/confabhq/confab/mesh"
@@ -108,4 +110,74 @@ func TestLiveEventsEncodedOnce(t *testing.T) {
 		t.Errorf("%d encodings for %d records and %d subscribers, want one per record", encoded, msgs, subs)
 	}
 	h.stop()
+}
+
+// FuzzDecodeServerFrame: the client's fast path for events decodes every
+// input exactly as DecodeReply does (same frame, or an error for both).
+func FuzzDecodeServerFrame(f *testing.F) {
+	_, replies := goldenFrames(f)
+	for _, fr := range replies {
+		b, err := EncodeFrame(fr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	ev := liveEvent(f)
+	f.Add(ev)
+	f.Add(bytes.Replace(ev, []byte(`"replay":false`), []byte(`"replay":false,"Type":"ok","req":"1"`), 1))
+	f.Add(bytes.Replace(ev, []byte(`"replay":false`), []byte(`"replay":false,"type":"pong"`), 1))
+	f.Add(bytes.Replace(ev, []byte(`"replay":false`), []byte(`"req":"`+strings.Repeat("r", MaxReqLen+1)+`"`), 1))
+	f.Add([]byte(`{"type":"event","record":{"envelope":null,"cursor":""}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gerr := decodeServerFrame(b)
+		want, werr := DecodeReply(b)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("fast path error %v, DecodeReply error %v", gerr, werr)
+		}
+		if gerr != nil {
+			if code(gerr) != code(werr) {
+				t.Fatalf("fast path code %q, DecodeReply %q", code(gerr), code(werr))
+			}
+			return
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("fast path differs (-DecodeReply +fast):\n%s", diff)
+		}
+	})
+}
+
+// liveEvent is an event frame as the server encodes it.
+func liveEvent(t testing.TB) []byte {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &mesh.Envelope{Channel: "#a", Name: "ada", Seq: 1, TS: 1700000000000, Kind: "msg", Content: strings.Repeat("hello ", 33)}
+	if err := env.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := EncodeFrame(&Event{Record: mesh.Record{Env: env, Cursor: "0000000000000001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	ev := liveEvent(b)
+	for _, bc := range []struct {
+		name   string
+		decode func([]byte) (Frame, error)
+	}{{"DecodeReply", DecodeReply}, {"client", decodeServerFrame}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bc.decode(ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
