@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -39,7 +40,7 @@ type presence struct {
 	sub    *pubsub.Subscription
 	events *pubsub.TopicEventHandler
 	kick   chan struct{}
-	seq    uint64 // only used by the publishing loop and goodbye, in turn
+	seq    atomic.Uint64 // beacon seq; the beat loop and goodbye (from Close) both publish
 	stopMu sync.Once
 
 	mu     sync.Mutex // guards peers, status
@@ -143,8 +144,7 @@ func (p *presence) publish(bye bool) {
 		}
 	}
 	b, _ := json.Marshal(beacon{Name: m.cfg.name, Caps: m.cfg.caps, Status: st, Channels: chans})
-	p.seq++
-	e := &Envelope{Channel: "@" + m.self, Name: m.cfg.name, Seq: p.seq, TS: time.Now().UnixMilli(), Kind: "presence", Content: string(b)}
+	e := &Envelope{Channel: "@" + m.self, Name: m.cfg.name, Seq: p.seq.Add(1), TS: time.Now().UnixMilli(), Kind: "presence", Content: string(b)}
 	if err := e.Sign(m.node.Key()); err != nil {
 		m.log.Warn("presence sign", "err", err)
 		return
