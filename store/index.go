@@ -394,20 +394,34 @@ func (db *DB) indexBatch() (bool, error) {
 
 // indexItems writes the postings of items, which follow the watermark with
 // nothing committed in between, and moves the watermark to the last one.
+// It writes as many transactions as badger's size limits demand, each with
+// the watermark of its last envelope.
 func (db *DB) indexItems(items []indexItem) error {
 	x := &db.idx
-	var keys [][]byte
-	for _, it := range items {
-		for _, t := range envelopeTokens(it.env) {
-			keys = append(keys, postingKey(t, it.off))
+	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
+	var (
+		keys [][]byte
+		size int64
+	)
+	for i := 0; i <= len(items); i++ {
+		var toks []string
+		if i < len(items) {
+			toks = envelopeTokens(items[i].env)
 		}
-	}
-	last := items[len(items)-1].off
-	if err := db.writePostings(keys, last); err != nil {
-		x.pendMu.Lock()
-		x.pendOK, x.pend = false, nil // redo from the watermark, from disk
-		x.pendMu.Unlock()
-		return fmt.Errorf("index %d..%d: %w", items[0].off, last, err)
+		if i == len(items) || len(keys) > 0 && (int64(len(keys)+len(toks)) >= maxCount || size+int64(len(toks))*(maxTokenBytes+32) >= maxSize) {
+			if err := db.writePostings(keys, items[i-1].off); err != nil {
+				x.pendMu.Lock()
+				x.pendOK, x.pend = false, nil // redo from the watermark, from disk
+				x.pendMu.Unlock()
+				return fmt.Errorf("index %d..%d: %w", items[0].off, items[i-1].off, err)
+			}
+			keys, size = keys[:0], 0
+		}
+		for _, t := range toks {
+			k := postingKey(t, items[i].off)
+			keys = append(keys, k)
+			size += int64(len(k)) + 16
+		}
 	}
 	return nil
 }
@@ -444,7 +458,7 @@ func (db *DB) indexFromDisk() (bool, error) {
 			if off > upto {
 				break
 			}
-			if count == indexBatchMax || int64(len(keys)) > maxCount-maxTokensPerEnv || size > maxSize-maxTokensPerEnv*(maxTokenBytes+32) {
+			if count > 0 && (count == indexBatchMax || int64(len(keys)) > maxCount-maxTokensPerEnv || size > maxSize-maxTokensPerEnv*(maxTokenBytes+32)) {
 				mark = off - 1
 				break
 			}

@@ -2,7 +2,11 @@ package store
 
 import (
 	"encoding/binary"
+	"io"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -267,4 +271,53 @@ func TestIndexHandOffOverflow(t *testing.T) {
 	if !ok {
 		t.Error("hand-off did not resume")
 	}
+}
+
+// TestIndexSplitsLargeBatches: a hand-off holding more postings than one
+// badger transaction takes is written in several, without falling back.
+func TestIndexSplitsLargeBatches(t *testing.T) {
+	gate := holdIndexer(t, 20*time.Millisecond)
+	var logs strings.Builder
+	cfg := DefaultConfig()
+	cfg.InMemory = true
+	cfg.Logger = slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	db, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	k := newKey(t)
+	words := " alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike"
+	const n = 1500
+	var envs []*mesh.Envelope
+	for seq := uint64(1); seq <= n; seq++ {
+		envs = append(envs, signed(t, k, "#a", seq, nth("w", int(seq))+words))
+	}
+	appendAll(t, db, envs...)
+	close(gate)
+	waitForIndex(t, db)
+	if got := searchIDs(t, db, "w1"); !slices.Equal(got, []string{envs[0].ID}) {
+		t.Errorf("first envelope: %q", got)
+	}
+	if got := searchIDs(t, db, nth("w", n)+" mike"); !slices.Equal(got, []string{envs[n-1].ID}) {
+		t.Errorf("last envelope: %q", got)
+	}
+	if st := db.Stats(); st.IndexBatches < 2 {
+		t.Errorf("%d index transactions, want several", st.IndexBatches)
+	}
+	db.Close()
+	if strings.Contains(logs.String(), "indexer") {
+		t.Errorf("indexer logged: %s", logs.String())
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
 }
