@@ -108,7 +108,7 @@ func New(opts ...Option) (*Host, error) {
 	}
 	if cfg.relayService != nil {
 		lopts = append(lopts,
-			libp2p.EnableRelayService(relayv2.WithResources(*cfg.relayService)),
+			libp2p.EnableRelayService(append([]relayv2.Option{relayv2.WithResources(*cfg.relayService)}, cfg.relayOpts...)...),
 			libp2p.ForceReachabilityPublic(),
 			libp2p.EnableNATService(),
 		)

@@ -55,6 +55,7 @@ type config struct {
 	bootstrap    []peer.AddrInfo
 	relayClient  *bool // nil: on iff bootstrap peers are set
 	relayService *relayv2.Resources
+	relayOpts    []relayv2.Option
 	dhtServer    bool
 	log          *slog.Logger
 	connLow      int
@@ -158,10 +159,13 @@ func WithRelayClient(on bool) Option {
 // WithRelayService makes this host a circuit relay v2 (the rendezvous): it
 // runs the relay service with r, forces its reachability to public (the
 // relay service only starts when the host believes it is public) and runs
-// the AutoNAT service so agents learn whether they are reachable.
-func WithRelayService(r relayv2.Resources) Option {
+// the AutoNAT service so agents learn whether they are reachable. opts are
+// applied after r: relayv2.WithACL(filter) restricts who may reserve a slot
+// and open circuits (without one, any peer may).
+func WithRelayService(r relayv2.Resources, opts ...relayv2.Option) Option {
 	return func(c *config) error {
 		c.relayService = &r
+		c.relayOpts = opts
 		return nil
 	}
 }
