@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -16,5 +17,10 @@ func ResendKnock(ctx context.Context, m *Mesh, host string, e *Envelope) (JoinRe
 	if err != nil {
 		return JoinResult{}, err
 	}
-	return m.sendKnock(ctx, pid, e, nil)
+	var res JoinResult
+	err = m.sendKnock(ctx, pid, e, nil, func(s network.Stream) (err error) {
+		res, err = m.receiveAdmission(ctx, s, pid)
+		return err
+	})
+	return res, err
 }

@@ -512,28 +512,9 @@ func (m *Mesh) grantFor(id, member string) (*Envelope, error) {
 // installGrant verifies a grant envelope from the channel's host and merges
 // its keys. It returns the channel id and whether this node newly holds it.
 func (m *Mesh) installGrant(e *Envelope) (string, bool, error) {
-	if e.Kind != KindGrant || e.Channel != "@"+m.self {
-		return "", false, fmt.Errorf("mesh: grant: %w: not a grant for us", ErrMalformed)
-	}
-	var g wireGrant
-	if err := json.Unmarshal([]byte(e.Content), &g); err != nil || g.Type != "grant" || g.V != 1 {
-		return "", false, fmt.Errorf("mesh: grant: %w", ErrMalformed)
-	}
-	if !isPrivate(g.Channel) || privID(e.From, g.Salt) != g.Channel {
-		return "", false, fmt.Errorf("mesh: grant for %s: %w: not signed by its host", trunc(g.Channel), ErrNotHost)
-	}
-	pt, err := openSealed(m.node.Key(), g.Box, grantAD(g.Channel, e.From, m.self))
+	g, s, err := openGrant(m.node.Key(), m.self, e)
 	if err != nil {
 		return "", false, err
-	}
-	var s grantSecret
-	if err := json.Unmarshal(pt, &s); err != nil || len(s.Epochs) == 0 || len(s.Epochs) > maxPrivEpochs || len(s.Members) > maxPrivMembers {
-		return "", false, fmt.Errorf("mesh: grant: %w: secret", ErrMalformed)
-	}
-	for _, k := range s.Epochs {
-		if len(k.Key) != 32 || len(k.Topic) != 32 {
-			return "", false, fmt.Errorf("mesh: grant: %w: key size", ErrMalformed)
-		}
 	}
 	m.priv.mu.Lock()
 	defer m.priv.mu.Unlock()
@@ -705,14 +686,24 @@ func (m *Mesh) servePrivate(s network.Stream) {
 		err = e.Verify()
 	}
 	now := time.Now()
+	if err != nil {
+		m.stats.add(&m.stats.RejectedInvalid, 1)
+		_ = s.Reset()
+		return
+	}
+	// A knock may come through a relay (a gateway knocking for a thin
+	// client): it is the joiner's signature that counts, and the grant is
+	// sealed to the joiner, so the relay learns nothing it could use.
+	remote := s.Conn().RemotePeer().String()
+	relayed := e.From != remote
 	ts := time.UnixMilli(e.TS)
-	if err != nil || e.From != s.Conn().RemotePeer().String() || e.Channel != "@"+m.self ||
+	if (relayed && e.Kind != KindKnock) || e.Channel != "@"+m.self ||
 		ts.Before(now.Add(-m.cfg.pastWindow)) || ts.After(now.Add(m.cfg.futureWindow)) {
 		m.stats.add(&m.stats.RejectedInvalid, 1)
 		_ = s.Reset()
 		return
 	}
-	if !m.rate.allow("private/"+e.From, now) {
+	if !m.rate.allow("private/"+e.From, now) || (relayed && !m.rate.allow("private/"+remote, now)) {
 		_ = s.Reset()
 		return
 	}

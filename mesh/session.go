@@ -517,21 +517,22 @@ func (m *Mesh) JoinSession(ctx context.Context, key string, pending func()) (Joi
 		return JoinResult{}, fmt.Errorf("mesh: join session: this agent hosts it")
 	}
 	host, _ := peer.Decode(k.Host)
-	nonce := make([]byte, 16)
-	rand.Read(nonce)
-	kc := knockContent{Type: "knock", V: 1, Channel: k.Channel, Exp: k.Expiry.Unix(), TS: time.Now().UnixMilli(), Nonce: hex.EncodeToString(nonce)}
-	kc.Proof = hex.EncodeToString(knockProof(k.Secret, k.Host, k.Channel, m.self, kc.Nonce, kc.Exp, kc.TS))
-	content, _ := json.Marshal(kc)
-	e, _, err := m.storeDirect(ctx, host, KindKnock, string(content), "")
+	e, _, err := m.storeDirect(ctx, host, KindKnock, knockFor(k, m.self, time.Now()), "")
 	if err != nil {
 		return JoinResult{}, err
 	}
-	return m.sendKnock(ctx, host, e, pending)
+	var res JoinResult
+	err = m.sendKnock(ctx, host, e, pending, func(s network.Stream) (err error) {
+		res, err = m.receiveAdmission(ctx, s, host)
+		return err
+	})
+	return res, err
 }
 
 // sendKnock delivers a signed knock envelope to host and runs the joiner's
 // side of the exchange.
-func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending func()) (JoinResult, error) {
+// approved runs on the stream once the host approved.
+func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending func(), approved func(network.Stream) error) error {
 	h := m.node.Host()
 	if h.Network().Connectedness(host) != network.Connected && len(h.Peerstore().Addrs(host)) == 0 {
 		if d := m.dht(); d != nil {
@@ -546,7 +547,7 @@ func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending
 	s, err := h.NewStream(network.WithAllowLimitedConn(sctx, "confab-knock"), host, privateProtocol)
 	cancel()
 	if err != nil {
-		return JoinResult{}, fmt.Errorf("mesh: knock: reach host %s: %w", host, err)
+		return fmt.Errorf("mesh: knock: reach host %s: %w", host, err)
 	}
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
@@ -554,21 +555,21 @@ func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending
 	_ = s.SetDeadline(time.Now().Add(knockTimeout + 2*privTimeout))
 	if err := writeFrame(s, e.Marshal()); err != nil {
 		_ = s.Reset()
-		return JoinResult{}, fmt.Errorf("mesh: knock: %w", err)
+		return fmt.Errorf("mesh: knock: %w", err)
 	}
 	// The write side stays open: the joiner confirms the backlog on it.
 	for {
 		b, err := readFrame(s, 4096)
 		if err != nil {
 			if ctx.Err() != nil {
-				return JoinResult{}, ctx.Err()
+				return ctx.Err()
 			}
-			return JoinResult{}, fmt.Errorf("mesh: knock: host closed the stream: %w", err)
+			return fmt.Errorf("mesh: knock: host closed the stream: %w", err)
 		}
 		var r knockReply
 		if json.Unmarshal(b, &r) != nil {
 			_ = s.Reset()
-			return JoinResult{}, fmt.Errorf("mesh: knock: %w: bad reply", ErrMalformed)
+			return fmt.Errorf("mesh: knock: %w: bad reply", ErrMalformed)
 		}
 		switch r.Status {
 		case "pending":
@@ -578,12 +579,12 @@ func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending
 			}
 			continue
 		case "approved":
-			return m.receiveAdmission(ctx, s, host)
+			return approved(s)
 		default:
 			if sentinel, ok := knockCodes[r.Code]; ok {
-				return JoinResult{}, fmt.Errorf("mesh: knock refused: %w", sentinel)
+				return fmt.Errorf("mesh: knock refused: %w", sentinel)
 			}
-			return JoinResult{}, fmt.Errorf("mesh: knock refused: %s", trunc(r.Error))
+			return fmt.Errorf("mesh: knock refused: %s", trunc(r.Error))
 		}
 	}
 }
@@ -655,4 +656,100 @@ func (m *Mesh) receiveAdmission(ctx context.Context, s network.Stream, host peer
 	}
 	pc, err := m.Private(id)
 	return JoinResult{Channel: pc, Backlog: n}, err
+}
+
+// Relay limits: a relayed backlog is handed on in pages of at most
+// relayPageLen envelopes and about relayPageBytes.
+const (
+	relayPageLen   = 256
+	relayPageBytes = 512 << 10
+)
+
+// RelayKnock delivers knock, signed by a thin client that runs no node
+// (see NewKnock), to its host over /confab/private/1 and relays the answer.
+// This node only forwards: the host checks the knock's proof and that the
+// knock is the joiner's own (its signature), seals the grant to the joiner
+// and sends ciphertext. pending, if not nil, is called once the host holds
+// the knock. On approval deliver is called with the grant envelope (sealed
+// to the joiner; verified here as signed by the host for the joiner) and
+// the backlog in pages, oldest first, each envelope verified, of the
+// granted channel and sealed (kind "enc", ciphertext); the last call has
+// done set (its page may be empty). Nothing is stored. After the last
+// deliver returns nil this node confirms to the host, which has then
+// admitted the joiner; an error from deliver resets the stream, and the
+// host takes the joiner out again. It returns the number of backlog
+// envelopes. A refusal wraps the errors of JoinSession.
+func (m *Mesh) RelayKnock(ctx context.Context, knock *Envelope, pending func(), deliver func(grant *Envelope, page []*Envelope, done bool) error) (int, error) {
+	host, err := KnockHost(knock)
+	if err != nil {
+		return 0, err
+	}
+	if knock.From == m.self || host.String() == m.self {
+		return 0, fmt.Errorf("mesh: relay knock: %w: the knock is this node's own or for it", ErrMalformed)
+	}
+	n := 0
+	err = m.sendKnock(ctx, host, knock, pending, func(s network.Stream) (err error) {
+		n, err = relayAdmission(s, host, knock.From, deliver)
+		if err != nil {
+			_ = s.Reset()
+		}
+		return err
+	})
+	return n, err
+}
+
+// relayAdmission reads the grant and the backlog after approval and hands
+// them to deliver, then confirms to the host.
+func relayAdmission(s network.Stream, host peer.ID, joiner string, deliver func(*Envelope, []*Envelope, bool) error) (int, error) {
+	b, err := readFrame(s, MaxEnvelopeLen)
+	if err != nil {
+		return 0, fmt.Errorf("mesh: relay admission: %w", err)
+	}
+	g, err := Unmarshal(b)
+	if err == nil {
+		err = g.Verify()
+	}
+	var wg wireGrant
+	if err == nil {
+		err = json.Unmarshal([]byte(g.Content), &wg)
+	}
+	if err != nil || g.From != host.String() || g.Kind != KindGrant || g.Channel != "@"+joiner ||
+		!isPrivate(wg.Channel) || privID(g.From, wg.Salt) != wg.Channel {
+		return 0, fmt.Errorf("mesh: relay admission: %w: bad grant", ErrMalformed)
+	}
+	var page []*Envelope
+	n, size := 0, 0
+	for {
+		b, err := readFrame(s, MaxEnvelopeLen)
+		if err != nil {
+			return n, fmt.Errorf("mesh: relay admission: backlog: %w", err)
+		}
+		if len(b) == 0 {
+			break
+		}
+		e, err := Unmarshal(b)
+		if err == nil {
+			err = e.Verify()
+		}
+		if err != nil || e.Channel != wg.Channel || !sealedForm(e) {
+			return n, fmt.Errorf("mesh: relay admission: backlog: %w: invalid envelope", ErrMalformed)
+		}
+		if n++; n > maxBacklog {
+			return n, fmt.Errorf("mesh: relay admission: backlog over %d envelopes", maxBacklog)
+		}
+		page = append(page, e)
+		if size += len(b); len(page) >= relayPageLen || size >= relayPageBytes {
+			if err := deliver(g, page, false); err != nil {
+				return n, fmt.Errorf("mesh: relay admission: %w", err)
+			}
+			page, size = nil, 0
+		}
+	}
+	if err := deliver(g, page, true); err != nil {
+		return n, fmt.Errorf("mesh: relay admission: %w", err)
+	}
+	if _, err := s.Write([]byte{dmOK}); err != nil {
+		return n, fmt.Errorf("mesh: relay admission: confirm: %w", err)
+	}
+	return n, nil
 }

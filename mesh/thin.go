@@ -1,0 +1,187 @@
+package mesh
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// The joiner's side of a session as pure functions, for thin clients: a
+// client that holds its own Ed25519 key but runs no node (behind a
+// gateway) builds and signs its knock, opens the grant sealed to it and
+// decrypts the backlog itself. The node that relays the knock (RelayKnock)
+// sees the signed knock, the sealed grant and ciphertext, never a key or a
+// plaintext. A node uses the same constructions (JoinSession,
+// installGrant), so the two cannot drift apart.
+
+// NewKnock builds the knock envelope for session key sessionKey, signed by
+// priv (the joiner), at now; name is the joiner's display name. The knock
+// carries seq 1: it is not part of the joiner's direct-message sequence
+// (the host stores it in its inbox only, by id). Errors: ErrBadSessionKey,
+// ErrKeyExpired (refused before anything is sent), and a key that is the
+// host's own.
+func NewKnock(priv crypto.PrivKey, name, sessionKey string, now time.Time) (*Envelope, error) {
+	k, err := ParseSessionKey(sessionKey)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: knock: %w", err)
+	}
+	if now.After(k.Expiry) {
+		return nil, fmt.Errorf("mesh: knock: %w (at %s)", ErrKeyExpired, k.Expiry.UTC().Format(time.RFC3339))
+	}
+	pid, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: knock: %w", err)
+	}
+	if pid.String() == k.Host {
+		return nil, fmt.Errorf("mesh: knock: this agent hosts the session")
+	}
+	e := &Envelope{Channel: "@" + k.Host, Name: name, Seq: 1, TS: now.UnixMilli(), Kind: KindKnock, Content: knockFor(k, pid.String(), now)}
+	if err := e.Sign(priv); err != nil {
+		return nil, fmt.Errorf("mesh: knock: %w", err)
+	}
+	return e, nil
+}
+
+// knockFor is the content of a knock by joiner with session key k at now:
+// a fresh nonce and the proof over it.
+func knockFor(k SessionKey, joiner string, now time.Time) string {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	kc := knockContent{Type: "knock", V: 1, Channel: k.Channel, Exp: k.Expiry.Unix(), TS: now.UnixMilli(), Nonce: hex.EncodeToString(nonce)}
+	kc.Proof = hex.EncodeToString(knockProof(k.Secret, k.Host, k.Channel, joiner, kc.Nonce, kc.Exp, kc.TS))
+	content, _ := json.Marshal(kc)
+	return string(content)
+}
+
+// KnockHost returns the host a knock envelope is addressed to, after
+// checking that it is a well-formed, signed knock. A relay uses it; the
+// host checks the proof.
+func KnockHost(e *Envelope) (peer.ID, error) {
+	if e == nil || e.Kind != KindKnock || len(e.Channel) < 2 || e.Channel[0] != '@' {
+		return "", fmt.Errorf("mesh: knock: %w: not a knock envelope", ErrMalformed)
+	}
+	if err := e.Verify(); err != nil {
+		return "", fmt.Errorf("mesh: knock: %w", err)
+	}
+	host, err := peer.Decode(e.Channel[1:])
+	if err != nil {
+		return "", fmt.Errorf("mesh: knock: %w: host %q", ErrMalformed, trunc(e.Channel))
+	}
+	if _, err := AuthorKey(host.String()); err != nil {
+		return "", fmt.Errorf("mesh: knock: %w", err)
+	}
+	var kc knockContent
+	if err := json.Unmarshal([]byte(e.Content), &kc); err != nil || kc.Type != "knock" || kc.V != 1 || !isPrivate(kc.Channel) {
+		return "", fmt.Errorf("mesh: knock: %w: content", ErrMalformed)
+	}
+	return host, nil
+}
+
+// KnockErrorCode returns the sentinel error of a refusal code a host sent
+// ("denied", "replayed", ...), and nil for an unknown code.
+func KnockErrorCode(code string) error { return knockCodes[code] }
+
+// ChannelKeys are the keys of one private channel as a member holds them,
+// opened from a grant sealed to that member (OpenGrant). Safe for
+// concurrent reads; Merge must not run concurrently with other methods.
+type ChannelKeys struct {
+	ID      string   // "~" + 32 hex
+	Host    string   // the host's peer id (the grant's signer)
+	Session bool     // the channel is a session
+	Topic   string   // a session's topic
+	Members []string // as of the grant
+	epochs  []epochKey
+}
+
+// OpenGrant verifies a grant envelope and opens it with priv, the key of
+// the member it is sealed to. The grant must be signed by the channel's
+// host (the id binds the host), addressed to priv's peer id and hold at
+// least one 32-byte key. Errors wrap ErrMalformed, ErrNotHost or ErrDecrypt.
+func OpenGrant(priv crypto.PrivKey, grant *Envelope) (*ChannelKeys, error) {
+	if grant == nil {
+		return nil, fmt.Errorf("mesh: grant: %w: none", ErrMalformed)
+	}
+	if err := grant.Verify(); err != nil {
+		return nil, fmt.Errorf("mesh: grant: %w", err)
+	}
+	self, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: grant: %w", err)
+	}
+	g, s, err := openGrant(priv, self.String(), grant)
+	if err != nil {
+		return nil, err
+	}
+	ks := &ChannelKeys{ID: g.Channel, Host: grant.From, Session: s.Session, Topic: s.Topic, Members: s.Members, epochs: s.Epochs}
+	slices.SortFunc(ks.epochs, func(a, b epochKey) int { return int(int64(a.N) - int64(b.N)) })
+	return ks, nil
+}
+
+// openGrant checks a grant envelope for self and opens its box with key.
+// It does not verify the signature.
+func openGrant(key crypto.PrivKey, self string, e *Envelope) (wireGrant, grantSecret, error) {
+	var g wireGrant
+	var s grantSecret
+	if e.Kind != KindGrant || e.Channel != "@"+self {
+		return g, s, fmt.Errorf("mesh: grant: %w: not a grant for us", ErrMalformed)
+	}
+	if err := json.Unmarshal([]byte(e.Content), &g); err != nil || g.Type != "grant" || g.V != 1 {
+		return g, s, fmt.Errorf("mesh: grant: %w", ErrMalformed)
+	}
+	if !isPrivate(g.Channel) || privID(e.From, g.Salt) != g.Channel {
+		return g, s, fmt.Errorf("mesh: grant for %s: %w: not signed by its host", trunc(g.Channel), ErrNotHost)
+	}
+	pt, err := openSealed(key, g.Box, grantAD(g.Channel, e.From, self))
+	if err != nil {
+		return g, s, err
+	}
+	if err := json.Unmarshal(pt, &s); err != nil || len(s.Epochs) == 0 || len(s.Epochs) > maxPrivEpochs || len(s.Members) > maxPrivMembers {
+		return g, s, fmt.Errorf("mesh: grant: %w: secret", ErrMalformed)
+	}
+	for _, k := range s.Epochs {
+		if len(k.Key) != 32 || len(k.Topic) != 32 {
+			return g, s, fmt.Errorf("mesh: grant: %w: key size", ErrMalformed)
+		}
+	}
+	return g, s, nil
+}
+
+// Epoch is the newest key epoch held.
+func (k *ChannelKeys) Epoch() uint32 { return k.epochs[len(k.epochs)-1].N }
+
+// PrivateTopic is the gossipsub topic of the newest epoch.
+func (k *ChannelKeys) PrivateTopic() string {
+	return topicFor(k.epochs[len(k.epochs)-1].Topic, k.ID)
+}
+
+// Decrypt returns the inner kind and text of e, an envelope of this
+// channel. It does not verify e's signature (do that first). Errors:
+// ErrNoKey (an epoch not held), ErrDecrypt.
+func (k *ChannelKeys) Decrypt(e *Envelope) (kind, text string, err error) {
+	if e == nil || e.Channel != k.ID || e.Kind != KindEncrypted {
+		return "", "", fmt.Errorf("mesh: decrypt: %w: not a message of %s", ErrDecrypt, k.ID)
+	}
+	epoch, _, err := contentEpoch(e.Content)
+	if err != nil {
+		return "", "", err
+	}
+	for _, ek := range k.epochs {
+		if ek.N == epoch {
+			return decryptContent(ek.Key, e)
+		}
+	}
+	return "", "", fmt.Errorf("mesh: decrypt %s: epoch %d: %w", trunc(e.ID), epoch, ErrNoKey)
+}
+
+// Encrypt returns the content of a KindEncrypted envelope by from on this
+// channel (newest epoch), for a member that signs and publishes it itself.
+func (k *ChannelKeys) Encrypt(from, replyTo, kind, text string) (string, error) {
+	ek := k.epochs[len(k.epochs)-1]
+	return encryptContent(ek.Key, ek.N, k.ID, from, replyTo, kind, text)
+}
