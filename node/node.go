@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
@@ -102,7 +103,7 @@ func New(opts ...Option) (*Host, error) {
 	}
 	if relayClient {
 		lopts = append(lopts,
-			libp2p.EnableAutoRelayWithStaticRelays(cfg.bootstrap),
+			libp2p.EnableAutoRelayWithStaticRelays(cfg.bootstrap, autorelay.WithBackoff(DefaultRelayBackoff)),
 			libp2p.EnableHolePunching(),
 		)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -40,6 +41,11 @@ const (
 	DefaultConnPerIP      = 8         // concurrent connections per IPv4 /32 or IPv6 /56 (libp2p default)
 	DefaultResourceMemory = 1 << 30   // bytes the resource manager's limits are scaled for
 	DefaultResourceFDs    = 4096      // file descriptors the resource manager's limits are scaled for
+	// DefaultRelayBackoff is how long the relay client waits before asking a
+	// relay again after a refused reservation (libp2p's default is an hour).
+	// A rendezvous refuses a peer until it has proven it speaks confab,
+	// which it does within seconds of connecting.
+	DefaultRelayBackoff = 30 * time.Second
 )
 
 // ErrNoIdentity: New was called without WithIdentity.

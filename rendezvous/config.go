@@ -78,6 +78,11 @@ type Config struct {
 	ConnPerIP int
 	// Relay are the relay service's resources. Zero: DefaultRelayResources.
 	Relay *relayv2.Resources
+	// MemberWindow is how long a peer may use the relay after it last
+	// proved it speaks confab (a follow request, or a signed presence
+	// beacon seen by the archive). Default DefaultMemberWindow. See
+	// docs/rendezvous.md, "Relay".
+	MemberWindow time.Duration
 	// MaxChannels caps the channels the archive follows in total (follow
 	// requests and gateway joins). Default DefaultMaxChannels.
 	MaxChannels int
@@ -100,6 +105,7 @@ func DefaultConfig() Config {
 		ConnPerIP:        DefaultConnPerIP,
 		MaxChannels:      DefaultMaxChannels,
 		MaxFollowPerPeer: DefaultMaxFollowPerPeer,
+		MemberWindow:     DefaultMemberWindow,
 	}
 }
 
@@ -124,6 +130,9 @@ func (c *Config) fill() error {
 	if c.MaxChannels == 0 {
 		c.MaxChannels = d.MaxChannels
 	}
+	if c.MemberWindow == 0 {
+		c.MemberWindow = d.MemberWindow
+	}
 	if c.MaxFollowPerPeer == 0 {
 		c.MaxFollowPerPeer = d.MaxFollowPerPeer
 	}
@@ -131,8 +140,8 @@ func (c *Config) fill() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case c.ConnPerIP < 1, c.MaxChannels < 1, c.MaxFollowPerPeer < 1:
-		return errors.New("ConnPerIP, MaxChannels and MaxFollowPerPeer must be positive")
+	case c.ConnPerIP < 1, c.MaxChannels < 1, c.MaxFollowPerPeer < 1, c.MemberWindow < 0:
+		return errors.New("ConnPerIP, MaxChannels, MaxFollowPerPeer and MemberWindow must be positive")
 	}
 	for name, addr := range map[string]string{"WS": c.WS, "Metrics": c.Metrics, "Web": c.Web} {
 		if addr == "" {

@@ -6,7 +6,9 @@
 //
 //   - a libp2p node (node.Host) with a persisted identity (identity.key), the
 //     DHT in server mode under confab's prefix, the circuit relay v2 service
-//     with explicit resources (DefaultRelayResources) and the AutoNAT service;
+//     with explicit resources (DefaultRelayResources), for mesh members only
+//     (relay.go: a peer that sent a follow request or a signed presence
+//     beacon within MemberWindow), and the AutoNAT service;
 //   - a badger history (store.DB in store/), synced before anything is
 //     acknowledged;
 //   - a mesh.Mesh over both: the archive. It is a full gossipsub member, so
@@ -38,4 +40,6 @@
 // Rendezvous methods are safe for concurrent use. follower.mu guards the
 // per-peer follow bookkeeping and is a leaf lock (mesh calls are made
 // without it held, except Join which takes only mesh's own locks).
+// members.mu (the relay ACL) is a leaf too: under it the ACL only reads the
+// mesh's presence table (mesh.Who, which takes mesh locks only).
 package rendezvous

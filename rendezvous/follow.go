@@ -168,6 +168,8 @@ type follower struct {
 	closed   bool
 	byPeer   map[peer.ID][]string
 	refusals uint64
+
+	spoke func(peer.ID) // told of every well-formed request's sender (relay membership); may be nil
 }
 
 func newFollower(m *mesh.Mesh, max, perPeer int) *follower {
@@ -224,6 +226,9 @@ func (f *follower) handle(s network.Stream) {
 	if err != nil {
 		s.Reset()
 		return
+	}
+	if f.spoke != nil {
+		f.spoke(s.Conn().RemotePeer())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), followTimeout)
 	defer cancel()

@@ -94,6 +94,8 @@ var (
 	descDrops       = prometheus.NewDesc("confab_drops_total", "Envelopes, frames and deliveries dropped, by reason.", []string{"reason"}, nil)
 	descStoreBytes  = prometheus.NewDesc("confab_store_bytes", "Badger size on disk, by part.", []string{"part"}, nil)
 	descStoreEnvs   = prometheus.NewDesc("confab_store_appends_total", "Envelopes stored since start.", nil, nil)
+	descRelayACL    = prometheus.NewDesc("confab_relay_acl_total", "Relay requests by membership decision: op reserve or connect, result allowed or refused (not a mesh member).", []string{"op", "result"}, nil)
+	descRelayMember = prometheus.NewDesc("confab_relay_members", "Peers that proved they speak confab within the member window.", nil, nil)
 	descStoreOffset = prometheus.NewDesc("confab_store_last_offset", "Highest arrival offset assigned (envelopes ever stored).", nil, nil)
 )
 
@@ -103,7 +105,8 @@ type collector struct{ r *Rendezvous }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descGWConns, descGWAccepted, descGWRefused, descGWAuth, descGWDisplaced,
-		descGWFrames, descPeers, descChannels, descMsgs, descDrops, descStoreBytes, descStoreEnvs, descStoreOffset} {
+		descGWFrames, descPeers, descChannels, descMsgs, descDrops, descStoreBytes, descStoreEnvs, descStoreOffset,
+		descRelayACL, descRelayMember} {
 		ch <- d
 	}
 }
@@ -148,6 +151,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(descDrops, v, reason)
 	}
+	rs := r.relay.stats()
+	counter(descRelayACL, rs.ReserveAllowed, "reserve", "allowed")
+	counter(descRelayACL, rs.ReserveRefused, "reserve", "refused")
+	counter(descRelayACL, rs.ConnectAllowed, "connect", "allowed")
+	counter(descRelayACL, rs.ConnectRefused, "connect", "refused")
+	gauge(descRelayMember, float64(rs.Members))
 	ss := r.db.Stats()
 	gauge(descStoreBytes, float64(ss.LSMBytes), "lsm")
 	gauge(descStoreBytes, float64(ss.VlogBytes), "vlog")

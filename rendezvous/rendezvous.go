@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/node"
 	"github.com/confabhq/confab/store"
@@ -30,6 +32,7 @@ type Rendezvous struct {
 	host   *node.Host
 	mesh   *mesh.Mesh
 	follow *follower
+	relay  *members // the relay service's ACL (relay.go)
 	gw     *wsgateway.Server
 	gwSrv  *http.Server
 	gwLn   net.Listener
@@ -49,7 +52,8 @@ type Rendezvous struct {
 // state.json), the follow protocol, and binds and serves the gateway (cfg.WS)
 // and operations (cfg.Metrics) listeners if set. Defaults are those of
 // DefaultConfig: Name "rendezvous", Listen DefaultListen, ConnPerIP 64,
-// Relay DefaultRelayResources, MaxChannels 1024, MaxFollowPerPeer 64,
+// Relay DefaultRelayResources for mesh members only (MemberWindow 10 min),
+// MaxChannels 1024, MaxFollowPerPeer 64,
 // gateway and metrics off, no join secret, logs discarded.
 // The caller must call Close.
 func New(cfg Config) (_ *Rendezvous, err error) {
@@ -78,11 +82,12 @@ func New(cfg Config) (_ *Rendezvous, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: identity: %w", err)
 	}
+	r.relay = newMembers(cfg.MemberWindow)
 	r.host, err = node.New(
 		node.WithIdentity(key),
 		node.WithListen(cfg.Listen...),
 		node.WithDHTServer(true),
-		node.WithRelayService(*cfg.Relay),
+		node.WithRelayService(*cfg.Relay, relayv2.WithACL(r.relay)),
 		node.WithConnLimitPerIP(cfg.ConnPerIP),
 		node.WithMDNS(false),
 		node.WithLogger(r.log),
@@ -95,7 +100,9 @@ func New(cfg Config) (_ *Rendezvous, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
+	r.relay.attach(r.mesh)
 	r.follow = newFollower(r.mesh, cfg.MaxChannels, cfg.MaxFollowPerPeer)
+	r.follow.spoke = r.relay.spoke
 	r.host.Host().SetStreamHandler(FollowProtocol, r.follow.handle)
 
 	if cfg.WS != "" {
@@ -206,6 +213,9 @@ func (r *Rendezvous) MetricsAddr() string {
 	}
 	return r.opsLn.Addr().String()
 }
+
+// RelayStats returns the relay ACL's counters.
+func (r *Rendezvous) RelayStats() RelayStats { return r.relay.stats() }
 
 // Mesh returns the archive mesh.
 func (r *Rendezvous) Mesh() *mesh.Mesh { return r.mesh }
