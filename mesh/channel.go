@@ -19,6 +19,10 @@ const inQueue = 4096
 // transaction (badger's limit is a fraction of its memtable).
 const maxBatchBytes = 4 << 20
 
+// syncBatch is the batch size once catch-up envelopes are queued: nobody
+// waits on them one by one, so fewer, larger appends (one sync each) win.
+const syncBatch = 4096
+
 // item is one unit of work for a channel's loop: a local send (local), a
 // pre-signed envelope to store and publish (env+publish), or a verified
 // envelope from gossip or catch-up (env).
@@ -26,6 +30,7 @@ type item struct {
 	local   *Envelope
 	env     *Envelope
 	publish bool
+	sync    bool // from catch-up: verified by the sync pipeline
 	reply   chan result
 }
 
@@ -241,7 +246,7 @@ func (c *channel) run() {
 	defer c.wg.Done()
 	tick := time.NewTicker(c.m.cfg.gapTimeout / 4)
 	defer tick.Stop()
-	batch := make([]*item, 0, c.m.cfg.maxBatch)
+	batch := make([]*item, 0, max(c.m.cfg.maxBatch, syncBatch))
 	var it *item
 	for {
 		select {
@@ -255,12 +260,19 @@ func (c *channel) run() {
 			batch = append(batch[:0], it)
 		}
 		size := it.size()
+		limit := c.m.cfg.maxBatch
+		if it.sync {
+			limit = max(limit, syncBatch)
+		}
 	fill:
-		for len(batch) < c.m.cfg.maxBatch && size < maxBatchBytes {
+		for len(batch) < limit && size < maxBatchBytes {
 			select {
 			case it := <-c.in:
 				batch = append(batch, it)
 				size += it.size()
+				if it.sync {
+					limit = max(limit, syncBatch)
+				}
 			default:
 				break fill
 			}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -21,13 +23,30 @@ import (
 // envelopes in binary form, each prefixed by its 4-byte length, then a zero
 // length and one byte: 1 if more remain (ask again with updated marks), 0 if
 // not. See docs/protocol.md.
+//
+// A response holds at most Limit envelopes (syncPage if the request says
+// 0; this version serves up to maxSyncLimit, older ones up to syncPage) and
+// stops early past syncStreamBytes, so one stream moves many store pages:
+// fewer round trips. The requester asks for maxSyncLimit and accepts what it
+// asked for; an older responder's smaller answers just take more streams.
 const (
-	syncProtocol   = "/confab/sync/1"
-	maxSyncRequest = 256 << 10
-	maxSyncAuthors = 4096
-	syncPage       = 1000
-	maxSyncPages   = 1000
-	syncTimeout    = 30 * time.Second
+	syncProtocol    = "/confab/sync/1"
+	maxSyncRequest  = 256 << 10
+	maxSyncAuthors  = 4096
+	syncPage        = 1000 // the store's page; the limit of older responders
+	maxSyncLimit    = 10000
+	syncStreamBytes = 8 << 20
+	maxSyncPages    = 1000
+	syncTimeout     = 30 * time.Second
+)
+
+// Catch-up verification pipeline: envelopes are verified in chunks by
+// GOMAXPROCS workers while the stream is read, and fed to the channel loop
+// in stream order; at most syncChunksAhead chunks wait (back-pressure on the
+// stream).
+const (
+	syncChunk       = 64
+	syncChunksAhead = 64
 )
 
 // SyncRequest asks a peer for a channel's envelopes past the requester's
@@ -57,8 +76,11 @@ func DecodeSyncRequest(b []byte) (*SyncRequest, error) {
 			return nil, err
 		}
 	}
-	if r.Limit <= 0 || r.Limit > syncPage {
+	switch {
+	case r.Limit <= 0:
 		r.Limit = syncPage
+	case r.Limit > maxSyncLimit:
+		r.Limit = maxSyncLimit
 	}
 	return &r, nil
 }
@@ -123,31 +145,36 @@ func (m *Mesh) serveSync(s network.Stream) {
 		return
 	}
 	authors := slices.Sorted(maps.Keys(hw))
-	bw := bufio.NewWriter(s)
-	budget := req.Limit
+	bw := bufio.NewWriterSize(s, 64<<10)
+	budget, bytes := req.Limit, 0
 	more := false
+authors:
 	for _, a := range authors {
-		if hw[a] <= req.Have[a] {
-			continue
-		}
-		if budget == 0 {
-			more = true
-			break
-		}
-		envs, err := m.hist.Since(ctx, req.Channel, a, req.Have[a], budget)
-		if err != nil {
-			_ = s.Reset()
-			return
-		}
-		for _, e := range envs {
-			if err := writeFrame(bw, e.Marshal()); err != nil {
+		after := req.Have[a]
+		for hw[a] > after {
+			if budget == 0 || bytes >= syncStreamBytes {
+				more = true
+				break authors
+			}
+			ask := min(budget, syncPage)
+			envs, err := m.hist.Since(ctx, req.Channel, a, after, ask)
+			if err != nil {
 				_ = s.Reset()
 				return
 			}
-		}
-		budget -= len(envs)
-		if budget == 0 && hw[a] > req.Have[a]+uint64(len(envs)) {
-			more = true
+			for _, e := range envs {
+				b := e.Marshal()
+				if err := writeFrame(bw, b); err != nil {
+					_ = s.Reset()
+					return
+				}
+				bytes += len(b) + 4
+			}
+			budget -= len(envs)
+			if len(envs) < ask {
+				break // nothing more of a past hw (Since skips gaps)
+			}
+			after = envs[len(envs)-1].Seq
 		}
 	}
 	flag := byte(0)
@@ -159,8 +186,10 @@ func (m *Mesh) serveSync(s network.Stream) {
 	}
 }
 
-// catchUp pulls from p everything of c it lacks, page by page, and feeds it
-// through c's ordering loop.
+// catchUp pulls from p everything of c it lacks, stream by stream, and
+// feeds it through c's ordering loop. Envelopes are verified by a pool of
+// GOMAXPROCS workers while the stream is read (and while the next stream is
+// requested and read), and reach the loop in stream order, only verified.
 func (m *Mesh) catchUp(c *channel, p peer.ID) error {
 	m.stats.add(&m.stats.SyncRequests, 1)
 	ctx, cancel := context.WithTimeout(c.ctx, 10*syncTimeout)
@@ -169,32 +198,184 @@ func (m *Mesh) catchUp(c *channel, p peer.ID) error {
 	if err != nil {
 		return err
 	}
+	v := m.newSyncVerifier(ctx, c)
 	for page := 0; page < maxSyncPages; page++ {
-		more, err := m.syncPage(ctx, c, p, have)
-		if err != nil || !more {
-			return err
+		more, perr := m.syncPage(ctx, c, p, have, v)
+		if perr != nil || !more {
+			err = perr
+			break
 		}
+	}
+	if verr := v.finish(); verr != nil {
+		err = verr // an invalid envelope explains a failed stream too
+	}
+	return err
+}
+
+// syncVerifier verifies catch-up envelopes in parallel and feeds them to the
+// channel loop in order. Owned by one catchUp call; finish waits for its
+// goroutines.
+type syncVerifier struct {
+	m       *Mesh
+	c       *channel
+	ctx     context.Context
+	cancel  context.CancelFunc
+	jobs    chan *syncJob // to the workers
+	ordered chan *syncJob // to the feeder, in stream order
+	cur     *syncJob      // being filled by the reader
+	wg      sync.WaitGroup
+	err     error // set by the feeder before it exits
+}
+
+// syncJob is a chunk of envelopes from the stream.
+type syncJob struct {
+	envs []*Envelope
+	err  error         // the first invalid envelope's error
+	bad  int           // index of the first invalid envelope, or len(envs)
+	done chan struct{} // closed by the worker
+}
+
+func (m *Mesh) newSyncVerifier(ctx context.Context, c *channel) *syncVerifier {
+	ctx, cancel := context.WithCancel(ctx)
+	v := &syncVerifier{
+		m: m, c: c, ctx: ctx, cancel: cancel,
+		jobs:    make(chan *syncJob, syncChunksAhead),
+		ordered: make(chan *syncJob, syncChunksAhead),
+	}
+	workers := runtime.GOMAXPROCS(0)
+	v.wg.Add(workers + 1)
+	for range workers {
+		go v.work()
+	}
+	go v.feed()
+	return v
+}
+
+func (v *syncVerifier) work() {
+	defer v.wg.Done()
+	for j := range v.jobs {
+		j.bad = len(j.envs)
+		for i, e := range j.envs {
+			err := e.Verify()
+			if err == nil && e.Channel != v.c.name {
+				err = fmt.Errorf("%w: envelope of %s", ErrBadChannel, e.Channel)
+			}
+			if err == nil && isPrivate(v.c.name) && !sealedForm(e) {
+				err = fmt.Errorf("%w: not a private channel's ciphertext", ErrMalformed)
+			}
+			if err != nil {
+				j.err, j.bad = err, i
+				break
+			}
+		}
+		close(j.done)
+	}
+}
+
+// feed hands verified envelopes to the channel loop in stream order. After
+// an invalid envelope it feeds nothing more, cancels the catch-up and
+// drains.
+func (v *syncVerifier) feed() {
+	defer v.wg.Done()
+	for j := range v.ordered {
+		if v.err != nil {
+			continue
+		}
+		select {
+		case <-j.done:
+		case <-v.ctx.Done():
+			v.err = v.ctx.Err()
+			continue
+		}
+		for _, e := range j.envs[:j.bad] {
+			select {
+			case v.c.in <- &item{env: e, sync: true}:
+				v.m.stats.add(&v.m.stats.SyncEnvelopesIn, 1)
+			case <-v.ctx.Done():
+				v.err = v.ctx.Err()
+			}
+			if v.err != nil {
+				break
+			}
+		}
+		switch {
+		case j.err == nil || v.err != nil:
+		case v.ctx.Err() != nil:
+			v.err = v.ctx.Err()
+		default:
+			v.m.stats.add(&v.m.stats.RejectedInvalid, 1)
+			v.err = fmt.Errorf("peer sent an invalid envelope: %w", j.err)
+			v.cancel() // stops the stream being read
+		}
+	}
+}
+
+// add queues e (parsed, not yet verified) for verification.
+func (v *syncVerifier) add(e *Envelope) error {
+	if v.cur == nil {
+		v.cur = &syncJob{envs: make([]*Envelope, 0, syncChunk), done: make(chan struct{})}
+	}
+	v.cur.envs = append(v.cur.envs, e)
+	if len(v.cur.envs) == syncChunk {
+		return v.flush()
 	}
 	return nil
 }
 
-func (m *Mesh) syncPage(ctx context.Context, c *channel, p peer.ID, have map[string]uint64) (bool, error) {
+// flush hands the chunk being filled to the workers and the feeder.
+func (v *syncVerifier) flush() error {
+	j := v.cur
+	if j == nil {
+		return nil
+	}
+	v.cur = nil
+	select {
+	case v.ordered <- j: // first, so the feeder never waits on a job no worker has
+	case <-v.ctx.Done():
+		close(j.done)
+		return v.ctx.Err()
+	}
+	select {
+	case v.jobs <- j:
+		return nil
+	case <-v.ctx.Done():
+		j.err, j.bad = v.ctx.Err(), 0
+		close(j.done)
+		return v.ctx.Err()
+	}
+}
+
+// finish flushes the last chunk, waits until everything queued is verified
+// and fed (or refused), stops the goroutines and returns the first error.
+func (v *syncVerifier) finish() error {
+	_ = v.flush()
+	close(v.jobs)
+	close(v.ordered)
+	v.wg.Wait()
+	v.cancel()
+	return v.err
+}
+
+func (m *Mesh) syncPage(ctx context.Context, c *channel, p peer.ID, have map[string]uint64, v *syncVerifier) (bool, error) {
 	if len(have) > maxSyncAuthors {
 		return false, errors.New("too many authors to sync")
 	}
+	ctx = v.ctx // ends early when an envelope fails verification
 	s, err := m.node.Host().NewStream(network.WithAllowLimitedConn(ctx, "confab-sync"), p, syncProtocol)
 	if err != nil {
 		return false, err
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
-	req, _ := json.Marshal(SyncRequest{Type: "sync", V: 1, Channel: c.name, Have: have, Limit: syncPage})
+	req, _ := json.Marshal(SyncRequest{Type: "sync", V: 1, Channel: c.name, Have: have, Limit: maxSyncLimit})
 	if err := writeFrame(s, req); err != nil {
 		_ = s.Reset()
 		return false, err
 	}
 	_ = s.CloseWrite()
-	br := bufio.NewReader(s)
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	br := bufio.NewReaderSize(s, 64<<10)
 	n := 0
 	for {
 		b, err := readFrame(br, MaxEnvelopeLen)
@@ -205,31 +386,28 @@ func (m *Mesh) syncPage(ctx context.Context, c *channel, p peer.ID, have map[str
 		if len(b) == 0 {
 			break
 		}
-		if n++; n > syncPage {
+		if n++; n > maxSyncLimit {
 			_ = s.Reset()
-			return false, fmt.Errorf("%w: peer sent more than a page", ErrMalformed)
+			return false, fmt.Errorf("%w: peer sent more than it was asked", ErrMalformed)
 		}
 		e, err := Unmarshal(b)
-		if err == nil {
-			err = e.Verify()
-		}
-		if err == nil && isPrivate(c.name) && !sealedForm(e) {
-			err = fmt.Errorf("%w: not a private channel's ciphertext", ErrMalformed)
-		}
-		if err != nil || e.Channel != c.name {
+		if err != nil {
 			m.stats.add(&m.stats.RejectedInvalid, 1)
 			_ = s.Reset()
 			return false, fmt.Errorf("peer sent an invalid envelope: %v", err)
 		}
+		// The marks only shape the next request; the envelope itself is
+		// stored only once verified.
 		if e.Seq > have[e.From] {
 			have[e.From] = e.Seq
 		}
-		m.stats.add(&m.stats.SyncEnvelopesIn, 1)
-		select {
-		case c.in <- &item{env: e}:
-		case <-ctx.Done():
-			return false, ctx.Err()
+		if err := v.add(e); err != nil {
+			_ = s.Reset()
+			return false, err
 		}
+	}
+	if err := v.flush(); err != nil {
+		return false, err
 	}
 	flag, err := br.ReadByte()
 	if err != nil {
