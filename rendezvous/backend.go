@@ -68,3 +68,17 @@ func (b *backend) Search(ctx context.Context, query, channel string, limit int) 
 	}
 	return out, nil
 }
+
+var _ wsgateway.KnockRelayBackend = (*backend)(nil)
+
+// RelayKnock relays a thin client's session knock (signed by the client)
+// to its host and hands back the grant sealed to the client and the
+// backlog as ciphertext: the rendezvous holds no key for it and stores
+// nothing of it.
+func (b *backend) RelayKnock(ctx context.Context, knock *mesh.Envelope, pending func(), deliver func(*mesh.Envelope, []*mesh.Envelope, bool) error) (int, error) {
+	kb, ok := b.Backend.(wsgateway.KnockRelayBackend)
+	if !ok {
+		return 0, &wsgateway.Error{Code: wsgateway.CodeUnsupported, Message: "this rendezvous does not relay session knocks"}
+	}
+	return kb.RelayKnock(ctx, knock, pending, deliver)
+}

@@ -385,6 +385,8 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		return c.subscribe(ctx, f)
 	case *SessionJoinRequest:
 		return c.sessionJoin(ctx, f) // frames_private.go: answered by its own goroutine
+	case *SessionKnockRequest:
+		return c.sessionKnock(ctx, f) // frames_knock.go: relayed by its own goroutine
 	case *Unsubscribe:
 		if c.sub != nil {
 			c.sub.cancel()

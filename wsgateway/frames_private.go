@@ -314,6 +314,8 @@ func newPrivateRequest(typ string) Frame {
 		return &SessionCloseRequest{}
 	case TypeKnocks:
 		return &KnocksRequest{}
+	case TypeSessionKnock:
+		return &SessionKnockRequest{} // frames_knock.go
 	}
 	return nil
 }
@@ -334,6 +336,10 @@ func newPrivateReply(typ string) Frame {
 		return &SessionCloseReply{}
 	case TypeKnocks:
 		return &KnocksReply{}
+	case TypeSessionKnock:
+		return &SessionKnockReply{} // frames_knock.go
+	case TypeSessionBacklog:
+		return &SessionBacklog{}
 	}
 	return nil
 }
@@ -406,11 +412,16 @@ func validatePrivateRequest(f Frame) (*Error, bool) {
 		return needReq(f.Req), true
 	case *KnocksRequest:
 		return needReq(f.Req), true
+	case *SessionKnockRequest:
+		return validateKnockRequest(f), true // frames_knock.go
 	}
 	return nil, false
 }
 
 func validatePrivateReply(f Frame) (*Error, bool) {
+	if err, ok := validateKnockReply(f); ok { // frames_knock.go
+		return err, true
+	}
 	switch f := f.(type) {
 	case *PrivateReply:
 		return first(needReq(f.Req), validWirePrivate(f.Channel)), true
@@ -487,6 +498,12 @@ func privateReq(f Frame) string {
 	case *SessionCloseReply:
 		return f.Req
 	case *KnocksReply:
+		return f.Req
+	case *SessionKnockRequest:
+		return f.Req
+	case *SessionBacklog:
+		return f.Req
+	case *SessionKnockReply:
 		return f.Req
 	}
 	return ""
@@ -850,8 +867,11 @@ func (c *Client) JoinSession(ctx context.Context, key string, wait time.Duration
 
 // interim reports whether f is a frame that precedes a call's reply.
 func interim(f Frame) bool {
-	_, ok := f.(*SessionPending)
-	return ok
+	switch f.(type) {
+	case *SessionPending, *SessionBacklog:
+		return true
+	}
+	return false
 }
 
 // Approve lets the pending knock of agent in; it returns once the joiner
