@@ -188,6 +188,10 @@ func (a *Agent) Info() mesh.Info { return a.mesh.Info() }
 // Mesh returns the agent's mesh.
 func (a *Agent) Mesh() *mesh.Mesh { return a.mesh }
 
+// GatewayStats returns the counters of the agent's gateway (its unix
+// socket): connections, frames, and clients dropped for abuse.
+func (a *Agent) GatewayStats() wsgateway.Stats { return a.gw.Stats() }
+
 // Close stops the gateway, the mesh, the host and the store, in that order.
 // Idempotent.
 func (a *Agent) Close() error {

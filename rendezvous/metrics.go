@@ -84,8 +84,9 @@ func (w *lagWatcher) close() {
 var (
 	descGWConns     = prometheus.NewDesc("confab_gateway_connections", "Open gateway connections.", nil, nil)
 	descGWAccepted  = prometheus.NewDesc("confab_gateway_connections_accepted_total", "Gateway connections upgraded.", nil, nil)
-	descGWRefused   = prometheus.NewDesc("confab_gateway_connections_refused_total", "Gateway upgrades refused, by reason.", []string{"reason"}, nil)
+	descGWRefused   = prometheus.NewDesc("confab_gateway_connections_refused_total", "Gateway connections refused before the upgrade, by reason: full, per_ip, origin, bad_upgrade (not a WebSocket upgrade), handshake_timeout (request headers not in within HandshakeTimeout).", []string{"reason"}, nil)
 	descGWAuth      = prometheus.NewDesc("confab_gateway_auth_total", "Gateway authentications, by result.", []string{"result"}, nil)
+	descGWClosed    = prometheus.NewDesc("confab_gateway_closed_total", "Gateway connections closed by the gateway for abuse or death, by reason: write_timeout (a client not reading), read_timeout (no frame or pong within PongTimeout), too_large (a frame over MaxFrame).", []string{"reason"}, nil)
 	descGWDisplaced = prometheus.NewDesc("confab_gateway_displaced_total", "Gateway connections displaced by a newer one of the same identity.", nil, nil)
 	descGWFrames    = prometheus.NewDesc("confab_gateway_frames_total", "Gateway frames, by direction.", []string{"dir"}, nil)
 	descPeers       = prometheus.NewDesc("confab_p2p_peers", "Connected libp2p peers.", nil, nil)
@@ -104,7 +105,7 @@ var (
 type collector struct{ r *Rendezvous }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descGWConns, descGWAccepted, descGWRefused, descGWAuth, descGWDisplaced,
+	for _, d := range []*prometheus.Desc{descGWConns, descGWAccepted, descGWRefused, descGWAuth, descGWDisplaced, descGWClosed,
 		descGWFrames, descPeers, descChannels, descMsgs, descDrops, descStoreBytes, descStoreEnvs, descStoreOffset,
 		descRelayACL, descRelayMember} {
 		ch <- d
@@ -129,6 +130,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descGWRefused, gs.RefusedFull, "full")
 		counter(descGWRefused, gs.RefusedPerIP, "per_ip")
 		counter(descGWRefused, gs.RefusedOrigin, "origin")
+		counter(descGWRefused, gs.RefusedUpgrade, "bad_upgrade")
+		counter(descGWRefused, gs.HandshakeTimeouts, "handshake_timeout")
+		counter(descGWClosed, gs.WriteTimeouts, "write_timeout")
+		counter(descGWClosed, gs.ReadTimeouts, "read_timeout")
+		counter(descGWClosed, gs.TooLarge, "too_large")
 		counter(descGWAuth, gs.AuthOK, "ok")
 		counter(descGWAuth, gs.AuthFailures, "failed")
 		counter(descGWAuth, gs.AuthTimeouts, "timeout")

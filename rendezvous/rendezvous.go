@@ -34,7 +34,6 @@ type Rendezvous struct {
 	follow *follower
 	relay  *members // the relay service's ACL (relay.go)
 	gw     *wsgateway.Server
-	gwSrv  *http.Server
 	gwLn   net.Listener
 	opsSrv *http.Server
 	opsLn  net.Listener
@@ -143,12 +142,13 @@ func (r *Rendezvous) startGateway() error {
 		return fmt.Errorf("rendezvous: gateway listen %s: %w", r.cfg.WS, err)
 	}
 	r.gwLn = ln
-	r.gwSrv = &http.Server{
-		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
-	}
-	r.serve(r.gwSrv, ln, "gateway")
+	// The gateway serves its own HTTP server (handshake timeouts counted in
+	// its Stats); gw.Close closes it and the listener.
+	r.wg.Go(func() {
+		if err := gw.Serve(ln); err != nil && !errors.Is(err, wsgateway.ErrServerClosed) {
+			r.log.Error("rendezvous listener failed", "listener", "gateway", "err", err)
+		}
+	})
 	return nil
 }
 
@@ -234,12 +234,9 @@ func (r *Rendezvous) Close() error {
 			errs = append(errs, r.page.Close())
 		}
 		if r.gw != nil {
-			// Close the hijacked WebSockets (1001) before the HTTP server:
-			// Shutdown does not track hijacked connections.
+			// Closes the gateway's listener, HTTP server and every WebSocket
+			// (1001): http.Server.Shutdown does not track hijacked ones.
 			errs = append(errs, r.gw.Close())
-		}
-		if r.gwSrv != nil {
-			errs = append(errs, r.gwSrv.Shutdown(ctx))
 		}
 		r.wg.Wait()
 		if r.host != nil {

@@ -119,6 +119,7 @@ func (c *conn) serve() {
 	}
 	c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+		c.s.countWriteErr(err)
 		c.log.Debug("gateway welcome", "err", err)
 		return
 	}
@@ -240,6 +241,7 @@ func (c *conn) writeLoop(ctx context.Context) error {
 				spare = batch[:0]
 			}
 			if err != nil {
+				c.s.countWriteErr(err)
 				return err
 			}
 		case k := <-c.kick:
@@ -250,6 +252,7 @@ func (c *conn) writeLoop(ctx context.Context) error {
 			return errFinal
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				c.s.countWriteErr(err)
 				return fmt.Errorf("ping: %w", err)
 			}
 		case <-ctx.Done():
@@ -280,13 +283,16 @@ func (c *conn) readLoop(ctx context.Context) error {
 		c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
+			c.s.countReadErr(err)
 			return fmt.Errorf("read: %w", err)
 		}
 		data, err := io.ReadAll(io.LimitReader(r, int64(cfg.MaxFrame)+1))
 		if err != nil {
+			c.s.countReadErr(err)
 			return fmt.Errorf("read: %w", err)
 		}
 		if len(data) > cfg.MaxFrame {
+			c.s.metrics.tooLarge.Add(1)
 			c.final(ctx, &ErrorFrame{Code: CodeTooLarge, Message: fmt.Sprintf("frame over %d bytes", cfg.MaxFrame)},
 				CloseTooLarge, "frame too large")
 			return errReadLimit

@@ -217,15 +217,7 @@ func (s *Server) ServeUnix(path string) error {
 	if err != nil {
 		return fmt.Errorf("wsgateway: serve %s: %w", path, err)
 	}
-	us := &unixServer{
-		hs: &http.Server{
-			Handler:           s.Handler(),
-			ReadHeaderTimeout: s.cfg.HandshakeTimeout,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		},
-		path: path,
-		fi:   fi,
-	}
+	us := &unixServer{hs: s.httpServer(), path: path, fi: fi}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -236,7 +228,7 @@ func (s *Server) ServeUnix(path string) error {
 	s.servers = append(s.servers, us)
 	s.mu.Unlock()
 	s.log.Info("gateway listening", "socket", path)
-	err = us.hs.Serve(l)
+	err = us.hs.Serve(handshakeListener{l, s})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -302,6 +294,9 @@ func listenUnix0600(path string) (*net.UnixListener, os.FileInfo, error) {
 }
 
 func (u *unixServer) remove() {
+	if u.path == "" { // a listener handed to Serve
+		return
+	}
 	if fi, err := os.Lstat(u.path); err == nil && os.SameFile(fi, u.fi) {
 		os.Remove(u.path)
 	}
@@ -374,17 +369,22 @@ func (s *Server) release(c *conn, ip string) {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	served(r) // listen.go: the request arrived in time
 	ip := remoteIP(r)
 	if status := s.admit(ip); status != 0 {
 		http.Error(w, "gateway full or closing, or too many connections from your address", status)
 		return
 	}
-	if !s.upgrader.CheckOrigin(r) {
+	originOK := s.upgrader.CheckOrigin(r)
+	if !originOK {
 		s.metrics.refusedOrigin.Add(1)
 	}
 	bc := &batchConn{}
 	ws, err := s.upgrader.Upgrade(hijackWrap{w, bc}, r, nil) // replies to the client itself on error
 	if err != nil {
+		if originOK {
+			s.metrics.refusedUpgrade.Add(1)
+		}
 		s.release(nil, ip)
 		s.log.Debug("gateway upgrade failed", "err", err)
 		return
