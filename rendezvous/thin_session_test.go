@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,6 +210,64 @@ func TestThinClientKnocksThroughGateway(t *testing.T) {
 	}
 	if j.s.Grant.Channel != "@"+self || j.s.Grant.From != a.Info().ID {
 		t.Fatalf("grant from %s to %s", j.s.Grant.From, j.s.Grant.Channel)
+	}
+
+	// Afterwards the thin member reads live and writes through the gateway:
+	// the rendezvous archives the session (the host's follower asked), so
+	// it subscribes to the ~id and publishes its own ciphertext.
+	waitFor(t, "the rendezvous follows the session", func() bool { return slices.Contains(r.Mesh().Channels(), id) })
+	events, err := c.Subscribe(ctx(t), []string{id}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := "quetzal after approval"
+	secrets = append(secrets, live)
+	if _, err := a.Mesh().Send(ctx(t), id, "", live, ""); err != nil {
+		t.Fatal(err)
+	}
+	for done := false; !done; {
+		select {
+		case ev := <-events:
+			// Earlier messages may arrive too (the archive catching up).
+			_, text, err := j.s.Keys.Decrypt(ev.Record.Env)
+			if err != nil {
+				t.Fatalf("event %s does not decrypt: %v", ev.Record.Env.ID, err)
+			}
+			done = text == live
+		case <-time.After(30 * time.Second):
+			t.Fatal("the thin member never got the live message")
+		}
+	}
+	reply := "toucan from the thin member"
+	secrets = append(secrets, reply)
+	content, err := j.s.Keys.Encrypt(self, "", "msg", reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.NextSeq(ctx(t), id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &mesh.Envelope{Channel: id, Name: "thin", Seq: n, TS: time.Now().UnixMilli(), Kind: mesh.KindEncrypted, Content: content}
+	if err := env.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx(t), env); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the host stores the thin member's message", func() bool {
+		for _, rec := range stored(t, a.Mesh(), id) {
+			if d, err := a.Mesh().Decrypt(rec.Env); err == nil && d.Content == reply && rec.Env.From == self {
+				return true
+			}
+		}
+		return false
+	})
+	down = tp.bytes()
+	for _, w := range []string{"quetzal", "toucan"} {
+		if bytes.Contains(down, []byte(w)) {
+			t.Fatalf("the gateway sent plaintext %q to the client", w)
+		}
 	}
 	noPlaintext(t, r, secrets)
 
