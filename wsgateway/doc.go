@@ -15,8 +15,9 @@
 // (RemoteConfig); a second connection of one identity displaces the first
 // (close 4009, do not reconnect automatically).
 //
-// Lifecycle: New validates the Config; ServeUnix (or an http.Server using
-// Handler) serves; Close stops listeners, closes every hijacked connection
+// Lifecycle: New validates the Config; ServeUnix, Serve (any listener, e.g.
+// TCP in remote mode) or an http.Server using Handler serves (only the first
+// two count handshake timeouts); Close stops listeners, closes every hijacked connection
 // with close code 1001 and waits for every goroutine. The Client is made by
 // Dial and ended by Close, which also waits for its reader.
 //
