@@ -17,8 +17,8 @@
 //
 // Lifecycle: New validates the Config; ServeUnix, Serve (any listener, e.g.
 // TCP in remote mode) or an http.Server using Handler serves (only the first
-// two count handshake timeouts); Close stops listeners, closes every hijacked connection
-// with close code 1001 and waits for every goroutine. The Client is made by
+// two count handshake timeouts); Close stops listeners, closes every
+// hijacked connection with close code 1001 and waits for every goroutine. The Client is made by
 // Dial and ended by Close, which also waits for its reader.
 //
 // Per connection the server runs one reader goroutine (it decodes frames
