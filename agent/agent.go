@@ -139,6 +139,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		name = "agent-" + id[len(id)-6:]
 	}
 	mopts := []mesh.Option{mesh.WithName(name), mesh.WithLogger(log), mesh.WithStateFile(filepath.Join(cfg.Home, StateFile))}
+	mopts = append(mopts, mesh.WithOutboxFile(filepath.Join(cfg.Home, "dm-outbox.jsonl"))) // DMs waiting for offline agents survive restarts
 	if len(cfg.Caps) > 0 {
 		mopts = append(mopts, mesh.WithCaps(cfg.Caps...))
 	}

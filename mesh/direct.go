@@ -57,18 +57,38 @@ func WithOutbox(n int) Option {
 }
 
 // direct holds the state of direct messages.
+//
+// Lock order: sendMu before mu (SendDirect never holds both today); mu is a
+// leaf: nothing else is locked while it is held. The outbox file is written
+// under mu so that its lines and the in-memory queues keep the same order.
 type direct struct {
 	sendMu sync.Mutex    // serialises seq allocation, signing and storing of our DMs
 	kick   chan struct{} // wakes the outbox loop
 	events chan *Envelope
+	ready  chan struct{} // closed by outboxLoop once the outbox file is loaded
 
-	mu     sync.Mutex // guards outbox, outN
-	outbox map[peer.ID][]*Envelope
-	outN   int
+	mu      sync.Mutex // guards outbox, outN, file, fileErr
+	outbox  map[peer.ID][]*Envelope
+	outN    int
+	file    *outboxFile // outbox.go; nil without WithOutboxFile
+	fileErr error       // the outbox file could not be rewritten at start
 }
 
 func newDirect() *direct {
-	return &direct{kick: make(chan struct{}, 1), events: make(chan *Envelope, eventQueue), outbox: map[peer.ID][]*Envelope{}}
+	return &direct{kick: make(chan struct{}, 1), events: make(chan *Envelope, eventQueue), ready: make(chan struct{}), outbox: map[peer.ID][]*Envelope{}}
+}
+
+// waitReady waits until the outbox loaded from its file (outboxLoop).
+func (m *Mesh) waitReady(ctx context.Context) error {
+	select {
+	case <-m.dx.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if m.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return nil
 }
 
 func (d *direct) wake() {
@@ -92,8 +112,10 @@ func (d *direct) peerSeen(id string) {
 	}
 }
 
-// Pending reports how many direct messages wait in the outbox.
+// Pending reports how many direct messages wait in the outbox, including
+// those reloaded from the outbox file (it waits until that file is read).
 func (m *Mesh) Pending() int {
+	<-m.dx.ready
 	m.dx.mu.Lock()
 	defer m.dx.mu.Unlock()
 	return m.dx.outN
@@ -121,8 +143,15 @@ func (m *Mesh) resolvePeer(target string) (peer.ID, error) {
 // stored it; if not, the message waits in the outbox and is retried when the
 // recipient appears (presence, a new connection) and every 15 s. The
 // recipient stores each message once (by id), so retries never duplicate.
-// Errors: ErrUnknownAgent, ErrOutboxFull, ErrRefused, ErrMalformed.
+// With WithOutboxFile a queued message is on disk before SendDirect returns
+// and is retried after a restart of this node too; if that write fails the
+// message is not queued and the error says so (the sent copy stays in
+// history). Errors: ErrUnknownAgent, ErrOutboxFull, ErrRefused, ErrMalformed,
+// ErrClosed.
 func (m *Mesh) SendDirect(ctx context.Context, target, kind, content, replyTo string) (rec Record, delivered bool, err error) {
+	if err := m.waitReady(ctx); err != nil {
+		return Record{}, false, err
+	}
 	pid, err := m.resolvePeer(target)
 	if err != nil {
 		return Record{}, false, err
@@ -156,6 +185,10 @@ func (m *Mesh) SendDirect(ctx context.Context, target, kind, content, replyTo st
 		}
 	}
 	m.dx.mu.Lock()
+	if err := m.dx.persistAdd(pid, e); err != nil {
+		m.dx.mu.Unlock()
+		return rec, false, fmt.Errorf("mesh: dm to %s: not delivered and not queued: %w", pid, err)
+	}
 	m.dx.outbox[pid] = append(m.dx.outbox[pid], e)
 	m.dx.outN++
 	m.dx.mu.Unlock()
@@ -262,10 +295,24 @@ func (m *Mesh) serveDM(s network.Stream) {
 	}
 }
 
-// outboxLoop retries queued DMs when their recipient appears and every
-// outboxRetry. Runs until Close.
+// outboxLoop loads the outbox file, then retries queued DMs when their
+// recipient appears and every outboxRetry. Runs until Close; it owns the
+// outbox file's lifetime.
 func (m *Mesh) outboxLoop() {
 	defer m.wg.Done()
+	m.dx.mu.Lock()
+	m.loadOutbox()
+	n := m.dx.outN
+	m.dx.mu.Unlock()
+	close(m.dx.ready)
+	defer func() {
+		m.dx.mu.Lock()
+		m.dx.file.close()
+		m.dx.mu.Unlock()
+	}()
+	if n > 0 {
+		m.dx.wake()
+	}
 	sub, err := m.node.Host().EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
 		m.log.Warn("outbox: no connection events; retrying on a timer only", "err", err)
@@ -341,6 +388,7 @@ func (m *Mesh) flushOutbox() {
 			if q := m.dx.outbox[p]; len(q) > 0 && q[0] == e {
 				m.dx.outbox[p] = q[1:]
 				m.dx.outN--
+				m.dx.persistDone(p, e, m.log.Warn)
 			}
 			m.dx.mu.Unlock()
 		}

@@ -27,6 +27,7 @@ type config struct {
 	version      string        // card.go
 	reprovide    time.Duration // discovery.go
 	outboxMax    int           // direct.go
+	outboxFile   string        // outbox.go
 }
 
 // Option configures a Mesh.
@@ -161,6 +162,23 @@ func WithStateFile(path string) Option {
 			return err
 		}
 		c.stateFile = path
+		return nil
+	}
+}
+
+// WithOutboxFile keeps the direct messages that wait for offline recipients
+// in path (JSON lines of ids; the envelopes stay in history), so they are
+// retried after a restart of this node. The default keeps them in memory
+// only, lost when the node stops. See outbox.go for the format.
+func WithOutboxFile(path string) Option {
+	return func(c *config) error {
+		if path == "" {
+			return errors.New("mesh: empty outbox file path")
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		c.outboxFile = path
 		return nil
 	}
 }
