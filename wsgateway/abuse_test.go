@@ -135,9 +135,9 @@ func TestTooLargeCounted(t *testing.T) {
 	for i, tt := range tests {
 		ws := h.dialRaw(t)
 		big := `{"type":"ping","req":"` + strings.Repeat("x", tt.size) + `"}`
-		if err := ws.WriteMessage(websocket.TextMessage, []byte(big)); err != nil {
-			t.Fatal(err)
-		}
+		// Over the read limit the gateway may hang up before the whole
+		// frame is written: a write error is expected then.
+		ws.WriteMessage(websocket.TextMessage, []byte(big))
 		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for {
 			if _, _, err := ws.ReadMessage(); err != nil {
