@@ -501,12 +501,22 @@ func (m *Mesh) grantFor(id, member string) (*Envelope, error) {
 	secret, _ := json.Marshal(grantSecret{Session: pc.Session, Topic: pc.Topic, Epochs: pc.Epochs, Members: pc.Members})
 	salt := pc.Salt
 	m.priv.mu.Unlock()
-	box, err := sealTo(member, secret, grantAD(id, m.self, member))
+	content, err := grantContent(id, m.self, member, salt, secret)
 	if err != nil {
 		return nil, err
 	}
+	return m.signedPriv(member, KindGrant, content)
+}
+
+// grantContent seals secret (grantSecret JSON) to member and returns the
+// content of the grant envelope of channel id by host.
+func grantContent(id, host, member string, salt, secret []byte) (string, error) {
+	box, err := sealTo(member, secret, grantAD(id, host, member))
+	if err != nil {
+		return "", err
+	}
 	content, _ := json.Marshal(wireGrant{Type: "grant", V: 1, Channel: id, Salt: salt, Box: box})
-	return m.signedPriv(member, KindGrant, string(content))
+	return string(content), nil
 }
 
 // installGrant verifies a grant envelope from the channel's host and merges

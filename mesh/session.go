@@ -345,12 +345,60 @@ func writeReply(s network.Stream, r knockReply) error {
 	return writeFrame(s, b)
 }
 
+// parseKnock decodes the content of a knock envelope.
+func parseKnock(e *Envelope) (knockContent, error) {
+	var k knockContent
+	if err := json.Unmarshal([]byte(e.Content), &k); err != nil || k.Type != "knock" || k.V != 1 || len(k.Nonce) != 32 || len(k.Proof) != 64 {
+		return k, fmt.Errorf("%w: malformed", ErrBadKnock)
+	}
+	return k, nil
+}
+
+// admit checks knock e (content k) on a session hosted by host, at now,
+// with ts allowed from past before to future after now, and remembers its
+// nonce. The caller persists hs if that matters.
+func (hs *hostSession) admit(host string, e *Envelope, k knockContent, now time.Time, past, future time.Duration) error {
+	switch {
+	case hs.Closed:
+		return ErrSessionClosed
+	case now.Unix() > hs.Expiry:
+		return ErrKeyExpired
+	case k.Exp != hs.Expiry:
+		return ErrBadKnock
+	}
+	ts := time.UnixMilli(k.TS)
+	if ts.Before(now.Add(-past)) || ts.After(now.Add(future)) {
+		return ErrKnockStale
+	}
+	proof, err := hex.DecodeString(k.Proof)
+	want := knockProof(hs.Secret, host, k.Channel, e.From, k.Nonce, k.Exp, k.TS)
+	if err != nil || subtle.ConstantTimeCompare(proof, want) != 1 {
+		return ErrBadKnock
+	}
+	if _, seen := hs.Nonces[k.Nonce]; seen {
+		return ErrKnockReplayed
+	}
+	for n, until := range hs.Nonces {
+		if until < now.Unix() {
+			delete(hs.Nonces, n)
+		}
+	}
+	if len(hs.Nonces) >= maxNonces {
+		return fmt.Errorf("%w: too many knocks on this session", ErrKnockReplayed)
+	}
+	if hs.Nonces == nil {
+		hs.Nonces = map[string]int64{}
+	}
+	hs.Nonces[k.Nonce] = hs.Expiry
+	return nil
+}
+
 // checkKnock validates a knock for a session we host and remembers its
 // nonce. It returns the channel id.
 func (m *Mesh) checkKnock(e *Envelope) (string, error) {
-	var k knockContent
-	if err := json.Unmarshal([]byte(e.Content), &k); err != nil || k.Type != "knock" || k.V != 1 || len(k.Nonce) != 32 || len(k.Proof) != 64 {
-		return "", fmt.Errorf("%w: malformed", ErrBadKnock)
+	k, err := parseKnock(e)
+	if err != nil {
+		return "", err
 	}
 	now := time.Now()
 	m.priv.mu.Lock()
@@ -359,36 +407,9 @@ func (m *Mesh) checkKnock(e *Envelope) (string, error) {
 	if !ok || pc.Host != m.self || pc.Sess == nil {
 		return "", ErrUnknownSession
 	}
-	hs := pc.Sess
-	switch {
-	case hs.Closed:
-		return "", ErrSessionClosed
-	case now.Unix() > hs.Expiry:
-		return "", ErrKeyExpired
-	case k.Exp != hs.Expiry:
-		return "", ErrBadKnock
+	if err := pc.Sess.admit(m.self, e, k, now, m.cfg.pastWindow, m.cfg.futureWindow); err != nil {
+		return "", err
 	}
-	ts := time.UnixMilli(k.TS)
-	if ts.Before(now.Add(-m.cfg.pastWindow)) || ts.After(now.Add(m.cfg.futureWindow)) {
-		return "", ErrKnockStale
-	}
-	proof, err := hex.DecodeString(k.Proof)
-	want := knockProof(hs.Secret, m.self, k.Channel, e.From, k.Nonce, k.Exp, k.TS)
-	if err != nil || subtle.ConstantTimeCompare(proof, want) != 1 {
-		return "", ErrBadKnock
-	}
-	if _, seen := hs.Nonces[k.Nonce]; seen {
-		return "", ErrKnockReplayed
-	}
-	for n, until := range hs.Nonces {
-		if until < now.Unix() {
-			delete(hs.Nonces, n)
-		}
-	}
-	if len(hs.Nonces) >= maxNonces {
-		return "", fmt.Errorf("%w: too many knocks on this session", ErrKnockReplayed)
-	}
-	hs.Nonces[k.Nonce] = hs.Expiry
 	if err := m.priv.save(pc); err != nil {
 		return "", err
 	}

@@ -83,6 +83,10 @@ func KnockHost(e *Envelope) (peer.ID, error) {
 	return host, nil
 }
 
+// KnockCode returns the refusal code a host sends for err ("replayed",
+// "bad_proof", ...; "error" for others).
+func KnockCode(err error) string { return knockCode(err) }
+
 // KnockErrorCode returns the sentinel error of a refusal code a host sent
 // ("denied", "replayed", ...), and nil for an unknown code.
 func KnockErrorCode(code string) error { return knockCodes[code] }
@@ -184,4 +188,101 @@ func (k *ChannelKeys) Decrypt(e *Envelope) (kind, text string, err error) {
 func (k *ChannelKeys) Encrypt(from, replyTo, kind, text string) (string, error) {
 	ek := k.epochs[len(k.epochs)-1]
 	return encryptContent(ek.Key, ek.N, k.ID, from, replyTo, kind, text)
+}
+
+// HostedSession is the host's side of a session opened by a thin client
+// (a key, no node): the channel keys, the knock secret, the nonces seen and
+// the member list, all in the client. Only the pure parts exist so far:
+// routing knocks to a peer with no libp2p presence is not built (see
+// docs/private.md, "Opening and approving as a thin host"). Not safe for
+// concurrent use. Its state is in memory only: a client that restarts
+// forgets the nonces, so it must persist them itself (or close the
+// session) before accepting knocks again.
+type HostedSession struct {
+	Keys   *ChannelKeys
+	Key    string    // the session key to hand to joiners: it only knocks
+	Expiry time.Time // of Key
+	salt   []byte
+	sess   hostSession
+}
+
+// NewHostedSession opens a session hosted by priv's owner about topic,
+// with a key valid for ttl (DefaultSessionTTL if 0): a fresh channel id
+// bound to the host, epoch 1 and a knock secret, all random. The host
+// posts the context itself (Keys.Encrypt, sign, publish).
+func NewHostedSession(priv crypto.PrivKey, topic string, ttl time.Duration, now time.Time) (*HostedSession, error) {
+	if ttl <= 0 {
+		ttl = DefaultSessionTTL
+	}
+	if len(topic) > 256 || !validName(topic) {
+		return nil, fmt.Errorf("mesh: session: %w: topic must be at most 256 bytes without control characters", ErrMalformed)
+	}
+	pid, err := peer.IDFromPrivateKey(priv)
+	if err != nil || priv.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("mesh: session: host key must be ed25519: %v", err)
+	}
+	host := pid.String()
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	exp := now.Add(ttl).Truncate(time.Second)
+	s := &HostedSession{salt: salt, Expiry: exp, sess: hostSession{Secret: make([]byte, 16), Expiry: exp.Unix(), Nonces: map[string]int64{}}}
+	rand.Read(s.sess.Secret)
+	s.Keys = &ChannelKeys{ID: privID(host, salt), Host: host, Session: true, Topic: topic, Members: []string{host}, epochs: []epochKey{newEpoch(1)}}
+	s.Key = SessionKey{Host: host, Channel: s.Keys.ID, Secret: s.sess.Secret, Expiry: exp}.String()
+	return s, nil
+}
+
+// CheckKnock checks a knock envelope on this session at now, as a hosting
+// node does: signature, addressed to the host, this channel, not closed or
+// expired, ts within the live window (5 min behind, 1 min ahead), proof
+// (which binds the knock's author) and a nonce not seen before, which it
+// then remembers. Errors: ErrBadKnock, ErrUnknownSession, ErrSessionClosed,
+// ErrKeyExpired, ErrKnockStale, ErrKnockReplayed.
+func (s *HostedSession) CheckKnock(e *Envelope, now time.Time) error {
+	if e == nil || e.Kind != KindKnock || e.Channel != "@"+s.Keys.Host {
+		return fmt.Errorf("%w: not a knock for this host", ErrBadKnock)
+	}
+	if err := e.Verify(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadKnock, err)
+	}
+	k, err := parseKnock(e)
+	if err != nil {
+		return err
+	}
+	if k.Channel != s.Keys.ID {
+		return ErrUnknownSession
+	}
+	return s.sess.admit(s.Keys.Host, e, k, now, 5*time.Minute, time.Minute)
+}
+
+// Grant adds member and returns its grant envelope: every epoch and the
+// member list sealed to member, signed by priv (the host) at now.
+func (s *HostedSession) Grant(priv crypto.PrivKey, name, member string, now time.Time) (*Envelope, error) {
+	if pid, err := peer.IDFromPrivateKey(priv); err != nil || pid.String() != s.Keys.Host {
+		return nil, fmt.Errorf("mesh: grant: %w: not the session's host key", ErrNotHost)
+	}
+	if _, err := AuthorKey(member); err != nil {
+		return nil, fmt.Errorf("mesh: grant: %w", err)
+	}
+	if !slices.Contains(s.Keys.Members, member) {
+		if len(s.Keys.Members) >= maxPrivMembers {
+			return nil, fmt.Errorf("mesh: grant: more than %d members", maxPrivMembers)
+		}
+		s.Keys.Members = append(s.Keys.Members, member)
+	}
+	secret, _ := json.Marshal(grantSecret{Session: true, Topic: s.Keys.Topic, Epochs: s.Keys.epochs, Members: s.Keys.Members})
+	content, err := grantContent(s.Keys.ID, s.Keys.Host, member, s.salt, secret)
+	if err != nil {
+		return nil, err
+	}
+	e := &Envelope{Channel: "@" + member, Name: name, Seq: 1, TS: now.UnixMilli(), Kind: KindGrant, Content: content}
+	if err := e.Sign(priv); err != nil {
+		return nil, fmt.Errorf("mesh: grant: %w", err)
+	}
+	return e, nil
+}
+
+// Close revokes the session key: later knocks get ErrSessionClosed.
+func (s *HostedSession) Close() {
+	s.sess.Closed, s.sess.Secret, s.sess.Nonces = true, nil, nil
 }

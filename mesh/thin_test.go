@@ -3,15 +3,21 @@ package mesh_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/node"
 )
 
 // relayed is what a relay handed on for one knock.
@@ -210,5 +216,159 @@ func TestNewKnockRefusesLocally(t *testing.T) {
 	}
 	if _, err := mesh.NewKnock(hostKey, "x", sk.String(), time.Now()); err == nil {
 		t.Fatal("the host knocked on its own session")
+	}
+}
+
+// TestThinHostServesKnock: the host's side built from the pure functions
+// (HostedSession) admits an unmodified node's knock. A plain libp2p host
+// with the thin host's key stands in for the routing that is not built
+// (a rendezvous fronting the thin host): it only moves bytes; the keys,
+// the knock check and the grant are the client's.
+func TestThinHostServesKnock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	joiner := startAgentWith(t, t.TempDir(), "joiner", noMDNS)
+	hk, _, _ := crypto.GenerateEd25519Key(nil)
+	front, err := node.New(node.WithIdentity(hk), node.WithListen("/ip4/127.0.0.1/tcp/0"), node.WithMDNS(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close() })
+	hostID := front.ID().String()
+
+	hosted, err := mesh.NewHostedSession(hk, "thin hosted", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ctxText = "CONTEXT-foxtrot hosted by a thin client"
+	content, err := hosted.Keys.Encrypt(hostID, "", mesh.KindContext, ctxText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxEnv := &mesh.Envelope{Channel: hosted.Keys.ID, Name: "thin-host", Seq: 1, TS: time.Now().UnixMilli(), Kind: mesh.KindEncrypted, Content: content}
+	if err := ctxEnv.Sign(hk); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex // guards hosted
+	knocks := make(chan *mesh.Envelope, 4)
+	decide := make(chan bool)
+	acked := make(chan byte, 4)
+	frame := func(s network.Stream, b []byte) {
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(b)))
+		s.Write(l[:])
+		s.Write(b)
+	}
+	reply := func(s network.Stream, status, code string) {
+		b, _ := json.Marshal(map[string]string{"status": status, "code": code})
+		frame(s, b)
+	}
+	front.Host().SetStreamHandler("/confab/private/1", func(s network.Stream) {
+		defer s.Close()
+		var l [4]byte
+		if _, err := io.ReadFull(s, l[:]); err != nil {
+			return
+		}
+		b := make([]byte, binary.BigEndian.Uint32(l[:]))
+		if _, err := io.ReadFull(s, b); err != nil {
+			return
+		}
+		e, err := mesh.Unmarshal(b)
+		if err != nil || e.Kind != mesh.KindKnock {
+			s.Reset()
+			return
+		}
+		mu.Lock()
+		err = hosted.CheckKnock(e, time.Now())
+		mu.Unlock()
+		if err != nil {
+			reply(s, "refused", mesh.KnockCode(err))
+			return
+		}
+		knocks <- e
+		reply(s, "pending", "")
+		if !<-decide {
+			reply(s, "refused", "denied")
+			return
+		}
+		mu.Lock()
+		g, err := hosted.Grant(hk, "thin-host", e.From, time.Now())
+		mu.Unlock()
+		if err != nil {
+			t.Error(err)
+			s.Reset()
+			return
+		}
+		reply(s, "approved", "")
+		frame(s, g.Marshal())
+		frame(s, ctxEnv.Marshal())
+		frame(s, nil)
+		var ack [1]byte
+		if _, err := io.ReadFull(s, ack[:]); err == nil {
+			acked <- ack[0]
+		}
+	})
+	connect(t, joiner.node, front)
+
+	type joined struct {
+		res mesh.JoinResult
+		err error
+	}
+	done := make(chan joined, 1)
+	go func() {
+		r, err := joiner.mesh.JoinSession(ctx, hosted.Key, nil)
+		done <- joined{r, err}
+	}()
+	knock := <-knocks
+	if knock.From != joiner.mesh.Self() {
+		t.Fatalf("knock from %s", knock.From)
+	}
+	decide <- true
+	j := <-done
+	if j.err != nil {
+		t.Fatal(j.err)
+	}
+	if <-acked != 0 || j.res.Backlog != 1 || j.res.Channel.ID != hosted.Keys.ID || j.res.Channel.Host != hostID {
+		t.Fatalf("join result %+v", j.res)
+	}
+	recs, err := joiner.mesh.After(ctx, hosted.Keys.ID, "", 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("joiner's history: %d records, %v", len(recs), err)
+	}
+	if d, err := joiner.mesh.Decrypt(recs[0].Env); err != nil || d.Content != ctxText || d.Kind != mesh.KindContext {
+		t.Fatalf("joiner decrypts %+v, %v", d, err)
+	}
+	// What the joiner writes, the thin host reads with its keys.
+	rec, err := joiner.mesh.Send(ctx, hosted.Keys.ID, "msg", "golf from the joiner", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, text, err := hosted.Keys.Decrypt(rec.Env); err != nil || text != "golf from the joiner" {
+		t.Fatalf("thin host decrypts %q, %v", text, err)
+	}
+	// The same knock again: the thin host refuses the replay.
+	if _, err := mesh.ResendKnock(ctx, joiner.mesh, hostID, knock); !errors.Is(err, mesh.ErrKnockReplayed) {
+		t.Fatalf("replayed knock: %v, want ErrKnockReplayed", err)
+	}
+	// Denied, then closed.
+	go func() {
+		_, err := joiner.mesh.JoinSession(ctx, hosted.Key, nil)
+		done <- joined{err: err}
+	}()
+	<-knocks
+	decide <- false
+	if j := <-done; !errors.Is(j.err, mesh.ErrDenied) {
+		t.Fatalf("denied knock: %v", j.err)
+	}
+	mu.Lock()
+	hosted.Close()
+	mu.Unlock()
+	if _, err := joiner.mesh.JoinSession(ctx, hosted.Key, nil); !errors.Is(err, mesh.ErrSessionClosed) {
+		t.Fatalf("knock after close: %v", err)
+	}
+	// A grant can only be made with the host's key.
+	if _, err := hosted.Grant(joiner.node.Key(), "x", joiner.mesh.Self(), time.Now()); !errors.Is(err, mesh.ErrNotHost) {
+		t.Fatalf("grant with another key: %v", err)
 	}
 }
