@@ -26,8 +26,13 @@
 //
 // On join, when a peer joins a channel's topic, when a gap appears, and every
 // sync interval with a random peer, a node sends its per-author high-water
-// marks over the /confab/sync/1 stream protocol and pulls what it lacks, page
-// by page, through the same ordering loop.
+// marks over the /confab/sync/1 stream protocol and pulls what it lacks,
+// stream by stream (up to 10000 envelopes or 8 MiB each; older peers answer
+// 1000), through the same ordering loop. Envelopes are verified by
+// GOMAXPROCS workers while the stream is read and the next one requested,
+// and reach the loop in stream order, only once verified; a forged envelope
+// ends the catch-up. The loop stores catch-up envelopes in batches of up to
+// 4096 (one durable append each).
 //
 // # Ordering
 //
