@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // Direct message protocol. The sender opens a stream, writes one envelope in
@@ -219,25 +220,11 @@ func (m *Mesh) storeDirect(ctx context.Context, pid peer.ID, kind, content, repl
 
 // push delivers e to pid and waits for its acknowledgement.
 func (m *Mesh) push(ctx context.Context, pid peer.ID, e *Envelope) error {
-	ctx, cancel := context.WithTimeout(ctx, dmTimeout)
-	defer cancel()
-	s, err := m.node.Host().NewStream(network.WithAllowLimitedConn(ctx, "confab-dm"), pid, dmProtocol)
+	ack, err := m.sendEnvelope(ctx, pid, dmProtocol, "confab-dm", dmTimeout, e)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(dmTimeout))
-	if err := writeFrame(s, e.Marshal()); err != nil {
-		_ = s.Reset()
-		return err
-	}
-	_ = s.CloseWrite()
-	var ack [1]byte
-	if _, err := io.ReadFull(s, ack[:]); err != nil {
-		_ = s.Reset()
-		return fmt.Errorf("no acknowledgement: %w", err)
-	}
-	switch ack[0] {
+	switch ack {
 	case dmOK:
 		return nil
 	case dmRefused:
@@ -245,6 +232,31 @@ func (m *Mesh) push(ctx context.Context, pid peer.ID, e *Envelope) error {
 	default:
 		return errors.New("recipient asked to retry later")
 	}
+}
+
+// sendEnvelope opens a stream of proto to pid (relayed links allowed), sends
+// e as one frame and returns the one-byte answer. /confab/dm/1 and the
+// grants of /confab/private/1 share this exchange.
+func (m *Mesh) sendEnvelope(ctx context.Context, pid peer.ID, proto protocol.ID, tag string, timeout time.Duration, e *Envelope) (byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := m.node.Host().NewStream(network.WithAllowLimitedConn(ctx, tag), pid, proto)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(timeout))
+	if err := writeFrame(s, e.Marshal()); err != nil {
+		_ = s.Reset()
+		return 0, err
+	}
+	_ = s.CloseWrite()
+	var ack [1]byte
+	if _, err := io.ReadFull(s, ack[:]); err != nil {
+		_ = s.Reset()
+		return 0, fmt.Errorf("no acknowledgement: %w", err)
+	}
+	return ack[0], nil
 }
 
 // serveDM receives one direct message.

@@ -409,12 +409,7 @@ func (m *Mesh) saveState() {
 	b, _ := json.Marshal(struct {
 		Channels []string `json:"channels"`
 	}{m.Channels()})
-	tmp := m.cfg.stateFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		m.log.Warn("write state", "err", err)
-		return
-	}
-	if err := os.Rename(tmp, m.cfg.stateFile); err != nil {
+	if err := writeFileAtomic(m.cfg.stateFile, b); err != nil {
 		m.log.Warn("write state", "err", err)
 	}
 }

@@ -2,12 +2,12 @@ package mesh
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -122,47 +122,19 @@ type outboxFile struct {
 // (temporary file, fsync, rename, fsync of the folder), and opens it for
 // appending.
 func writeOutbox(path string, entries []outboxEntry) (*outboxFile, error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: outbox: %w", err)
-	}
-	w := bufio.NewWriter(f)
+	var buf bytes.Buffer
 	for _, e := range entries {
 		b, _ := json.Marshal(outboxLine{Op: opAdd, ID: e.id, To: e.to.String()})
-		_, _ = w.Write(append(b, '\n'))
+		buf.Write(append(b, '\n'))
 	}
-	err = w.Flush()
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := writeFileAtomic(path, buf.Bytes()); err != nil {
 		return nil, fmt.Errorf("mesh: outbox: rewrite: %w", err)
 	}
-	f, err = os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: outbox: %w", err)
 	}
 	return &outboxFile{path: path, f: f, lines: len(entries)}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // append writes one line; with sync it is on disk when append returns.

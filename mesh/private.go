@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -168,24 +167,7 @@ func (p *private) save(pc *privChan) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(p.dir, pc.ID[1:]+".json")
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("mesh: private: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writeFileAtomic(filepath.Join(p.dir, pc.ID[1:]+".json"), b); err != nil {
 		return fmt.Errorf("mesh: private: save %s: %w", pc.ID, err)
 	}
 	return nil
@@ -557,24 +539,11 @@ func (m *Mesh) pushGrant(ctx context.Context, id string, member peer.ID) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, privTimeout)
-	defer cancel()
-	s, err := m.node.Host().NewStream(network.WithAllowLimitedConn(ctx, "confab-private"), member, privateProtocol)
+	ack, err := m.sendEnvelope(ctx, member, privateProtocol, "confab-private", privTimeout, g)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(privTimeout))
-	if err := writeFrame(s, g.Marshal()); err != nil {
-		_ = s.Reset()
-		return err
-	}
-	_ = s.CloseWrite()
-	var ack [1]byte
-	if _, err := io.ReadFull(s, ack[:]); err != nil {
-		return fmt.Errorf("no acknowledgement: %w", err)
-	}
-	if ack[0] != dmOK {
+	if ack != dmOK {
 		return ErrRefused
 	}
 	return nil
@@ -890,24 +859,7 @@ func (p *private) saveSealed() error {
 		return fmt.Errorf("mesh: private: %w", err)
 	}
 	b, _ := json.Marshal(p.sealed)
-	path := filepath.Join(p.dir, sealedFile)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("mesh: private: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writeFileAtomic(filepath.Join(p.dir, sealedFile), b); err != nil {
 		return fmt.Errorf("mesh: private: save archived topics: %w", err)
 	}
 	return nil
