@@ -219,6 +219,14 @@ func New(cfg Config) (*DB, error) {
 	opts = opts.WithSyncWrites(true).
 		WithValueThreshold(1 << 20).
 		WithCompression(options.Snappy).
+		// With 8 MiB memtables a burst of appends makes many small L0
+		// tables, and merging them into L1 every 5 (badger's default) was
+		// the largest CPU cost of a synced append burst (~30% in
+		// compaction). Merging every 10 cut the CPU of 150000 synced
+		// appends by ~20% (10.4-12.2 s -> 8.8-9.3 s user+sys); reads check
+		// a few more tables (each behind a bloom filter).
+		WithNumLevelZeroTables(10).
+		WithNumLevelZeroTablesStall(20).
 		WithMemTableSize(MemTableSize).
 		WithDetectConflicts(false).
 		WithLogger(badgerLogger{log.With("component", "badger")}).
