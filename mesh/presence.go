@@ -103,30 +103,16 @@ func (p *presence) beat() {
 	defer p.m.wg.Done()
 	t := time.NewTicker(p.m.cfg.presenceTick)
 	defer t.Stop()
-	var last time.Time
 	for {
 		p.publish(false)
-		last = time.Now()
 		select {
 		case <-p.m.ctx.Done():
 			return
 		case <-t.C:
 		case <-p.kick:
-			// A burst of joins or changes gives one extra beacon a second
-			// at most: every member verifies every beacon.
-			if wait := minBeaconGap - time.Since(last); wait > 0 {
-				select {
-				case <-p.m.ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-			}
 		}
 	}
 }
-
-// minBeaconGap is the shortest time between two beacons of one node.
-const minBeaconGap = time.Second
 
 // greet beacons as soon as a new peer joins the presence topic, so a new
 // neighbour learns about us without waiting for the next tick.
