@@ -27,24 +27,21 @@ an agent that is offline waits and rings when it comes back.`,
 			if err := checkAgent(args[0]); err != nil {
 				return err
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.Call(cmd.Context(), args[0], topic)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": r.ID, "to": r.To, "topic": topic, "cursor": r.Cursor, "delivered": r.Delivered})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				r, err := c.Call(cmd.Context(), args[0], topic)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": r.ID, "to": r.To, "topic": topic, "cursor": r.Cursor, "delivered": r.Delivered})
+					return nil
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), r.ID)
+				if !r.Delivered {
+					fmt.Fprintf(cmd.ErrOrStderr(), "queued: will ring %s when it is reachable\n", strings.TrimPrefix(args[0], "@"))
+				}
 				return nil
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), r.ID)
-			if !r.Delivered {
-				fmt.Fprintf(cmd.ErrOrStderr(), "queued: will ring %s when it is reachable\n", strings.TrimPrefix(args[0], "@"))
-			}
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&topic, "topic", "", "what the call is about")
@@ -57,32 +54,29 @@ func inboxCmd(g *globals) *cobra.Command {
 		Short: "List pending incoming calls (answer with accept ID or reject ID)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			calls, err := c.Inbox(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				for _, cl := range calls {
-					printJSON(cmd, wsgateway.CallToWire(cl))
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				calls, err := c.Inbox(cmd.Context())
+				if err != nil {
+					return err
 				}
-				return nil
-			}
-			if len(calls) == 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "no pending calls")
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tFROM\tAGE\tTOPIC\tPEER ID")
-			for _, cl := range calls {
-				ago := time.Since(cl.TS).Truncate(time.Second)
-				fmt.Fprintf(w, "%s\t%s\t%s ago\t%s\t%s\n", cl.ID[:16], cl.Name, ago, oneLine(cl.Topic, 60), cl.From)
-			}
-			return w.Flush()
+				if g.json {
+					for _, cl := range calls {
+						printJSON(cmd, wsgateway.CallToWire(cl))
+					}
+					return nil
+				}
+				if len(calls) == 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "no pending calls")
+					return nil
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tFROM\tAGE\tTOPIC\tPEER ID")
+				for _, cl := range calls {
+					ago := time.Since(cl.TS).Truncate(time.Second)
+					fmt.Fprintf(w, "%s\t%s\t%s ago\t%s\t%s\n", cl.ID[:16], cl.Name, ago, oneLine(cl.Topic, 60), cl.From)
+				}
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -97,21 +91,18 @@ printed; the caller's node joins it when the accept arrives. Talk there with
 confab send #call-... and confab listen #call-....`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ch, err := c.Accept(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": args[0], "channel": ch})
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), ch)
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				ch, err := c.Accept(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": args[0], "channel": ch})
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), ch)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -123,20 +114,17 @@ func rejectCmd(g *globals) *cobra.Command {
 		Short: "Reject a pending call; the caller sees the reason",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.Reject(cmd.Context(), args[0], reason); err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": args[0], "rejected": true, "reason": reason})
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "rejected %s\n", args[0])
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				if err := c.Reject(cmd.Context(), args[0], reason); err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": args[0], "rejected": true, "reason": reason})
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "rejected %s\n", args[0])
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, for the caller")
@@ -156,22 +144,19 @@ then by name. Prints the call id; the answer arrives as with confab call.`,
 			if capability == "" {
 				return fmt.Errorf("--cap is required, e.g. confab match --cap go-review --topic \"review my PR\"")
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.Match(cmd.Context(), capability, topic)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": r.ID, "to": r.Card.ID, "name": r.Card.Name, "card": r.Card, "topic": topic, "cursor": r.Cursor})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				r, err := c.Match(cmd.Context(), capability, topic)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": r.ID, "to": r.Card.ID, "name": r.Card.Name, "card": r.Card, "topic": topic, "cursor": r.Cursor})
+					return nil
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), r.ID)
+				fmt.Fprintf(cmd.ErrOrStderr(), "calling %s (%s)\n", r.Card.Name, r.Card.ID)
 				return nil
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), r.ID)
-			fmt.Fprintf(cmd.ErrOrStderr(), "calling %s (%s)\n", r.Card.Name, r.Card.ID)
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&capability, "cap", "", "capability the callee must have")

@@ -31,6 +31,16 @@ func dial(cmd *cobra.Command, g *globals) (*wsgateway.Client, error) {
 	return c, nil
 }
 
+// withNode runs fn with a client of the home's node, then closes it.
+func withNode(cmd *cobra.Command, g *globals, fn func(c *wsgateway.Client) error) error {
+	c, err := dial(cmd, g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
 // printJSON writes v as one JSON line.
 func printJSON(cmd *cobra.Command, v any) {
 	b, err := json.Marshal(v)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/confabhq/confab/wsgateway"
+
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/redact"
 )
@@ -22,25 +24,22 @@ func idCmd(g *globals) *cobra.Command {
 		Short: "Print this agent's peer id, name, capabilities and listen addresses",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Info(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, info)
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				info, err := c.Info(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, info)
+					return nil
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "id:       %s\nname:     %s\ncaps:     %s\nchannels: %s\n", info.ID, info.Name, strings.Join(info.Caps, ","), strings.Join(info.Channels, ","))
+				for _, a := range info.Addrs {
+					fmt.Fprintf(out, "addr:     %s\n", a)
+				}
 				return nil
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "id:       %s\nname:     %s\ncaps:     %s\nchannels: %s\n", info.ID, info.Name, strings.Join(info.Caps, ","), strings.Join(info.Channels, ","))
-			for _, a := range info.Addrs {
-				fmt.Fprintf(out, "addr:     %s\n", a)
-			}
-			return nil
+			})
 		},
 	}
 }
@@ -59,27 +58,25 @@ func joinCmd(g *globals, join bool) *cobra.Command {
 			if err := checkChannel(ch); err != nil {
 				return err
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			verb := "joined"
-			if join {
-				err = c.Join(cmd.Context(), ch)
-			} else {
-				verb = "left"
-				err = c.Leave(cmd.Context(), ch)
-			}
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"channel": ch, "joined": join})
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", verb, ch)
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				var err error
+				verb := "joined"
+				if join {
+					err = c.Join(cmd.Context(), ch)
+				} else {
+					verb = "left"
+					err = c.Leave(cmd.Context(), ch)
+				}
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"channel": ch, "joined": join})
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", verb, ch)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -115,28 +112,25 @@ func sendCmd(g *globals) *cobra.Command {
 			if len(text) > mesh.MaxContentLen {
 				return fmt.Errorf("message too large: over %d bytes (limit %d)", len(text)-1, mesh.MaxContentLen)
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if direct {
-				return sendDirect(cmd, g, c, target, kind, text, replyTo, kinds)
-			}
-			ack, err := c.Send(cmd.Context(), target, kind, text, replyTo)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				out := map[string]any{"id": ack.ID, "channel": target, "seq": ack.Seq, "cursor": ack.Cursor}
-				if len(kinds) > 0 {
-					out["redacted"] = kinds
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				if direct {
+					return sendDirect(cmd, g, c, target, kind, text, replyTo, kinds)
 				}
-				printJSON(cmd, out)
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "sent %s\n", ack.ID)
-			}
-			return nil
+				ack, err := c.Send(cmd.Context(), target, kind, text, replyTo)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					out := map[string]any{"id": ack.ID, "channel": target, "seq": ack.Seq, "cursor": ack.Cursor}
+					if len(kinds) > 0 {
+						out["redacted"] = kinds
+					}
+					printJSON(cmd, out)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "sent %s\n", ack.ID)
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&kind, "kind", "msg", "envelope kind")
@@ -168,36 +162,33 @@ func listenCmd(g *globals) *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			events, err := c.Subscribe(ctx, args, since)
-			if err != nil {
-				return err
-			}
-			n := 0
-			for {
-				select {
-				case <-ctx.Done():
-					if cmd.Context().Err() != nil {
-						return nil // interrupted: a normal end
-					}
-					return nil // --timeout reached
-				case ev, ok := <-events:
-					if !ok {
-						if err := c.Err(); err != nil {
-							return fmt.Errorf("listen ended: %w", err)
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				events, err := c.Subscribe(ctx, args, since)
+				if err != nil {
+					return err
+				}
+				n := 0
+				for {
+					select {
+					case <-ctx.Done():
+						if cmd.Context().Err() != nil {
+							return nil // interrupted: a normal end
 						}
-						return nil
-					}
-					printJSON(cmd, line{Envelope: ev.Record.Env, Cursor: ev.Record.Cursor, Replay: ev.Replay})
-					if n++; max > 0 && n >= max {
-						return nil
+						return nil // --timeout reached
+					case ev, ok := <-events:
+						if !ok {
+							if err := c.Err(); err != nil {
+								return fmt.Errorf("listen ended: %w", err)
+							}
+							return nil
+						}
+						printJSON(cmd, line{Envelope: ev.Record.Env, Cursor: ev.Record.Cursor, Replay: ev.Replay})
+						if n++; max > 0 && n >= max {
+							return nil
+						}
 					}
 				}
-			}
+			})
 		},
 	}
 	c.Flags().StringVar(&since, "since", "", "replay stored envelopes after this cursor first (0000000000000000: from the beginning)")
@@ -222,19 +213,16 @@ func historyCmd(g *globals) *cobra.Command {
 			if limit <= 0 || limit > 1000 {
 				return fmt.Errorf("--limit must be 1 to 1000")
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			recs, _, err := c.History(cmd.Context(), args[0], before, limit)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				printJSON(cmd, line{Envelope: r.Env, Cursor: r.Cursor})
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				recs, _, err := c.History(cmd.Context(), args[0], before, limit)
+				if err != nil {
+					return err
+				}
+				for _, r := range recs {
+					printJSON(cmd, line{Envelope: r.Env, Cursor: r.Cursor})
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().IntVar(&limit, "limit", 50, "how many envelopes (1 to 1000)")
@@ -255,28 +243,25 @@ func whoCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			peers, err := c.Who(cmd.Context(), ch)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				for _, p := range peers {
-					printJSON(cmd, p)
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				peers, err := c.Who(cmd.Context(), ch)
+				if err != nil {
+					return err
 				}
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATUS\tLAST SEEN\tCAPS\tID")
-			for _, p := range peers {
-				ago := time.Since(p.LastSeen).Truncate(time.Second)
-				fmt.Fprintf(w, "%s\t%s\t%s ago\t%s\t%s\n", p.Name, p.Status, ago, strings.Join(p.Caps, ","), p.ID)
-			}
-			return w.Flush()
+				if g.json {
+					for _, p := range peers {
+						printJSON(cmd, p)
+					}
+					return nil
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tSTATUS\tLAST SEEN\tCAPS\tID")
+				for _, p := range peers {
+					ago := time.Since(p.LastSeen).Truncate(time.Second)
+					fmt.Fprintf(w, "%s\t%s\t%s ago\t%s\t%s\n", p.Name, p.Status, ago, strings.Join(p.Caps, ","), p.ID)
+				}
+				return w.Flush()
+			})
 		},
 	}
 }

@@ -24,31 +24,28 @@ The search can take up to ten seconds.`,
 			if capability == "" {
 				return fmt.Errorf("--cap is required, e.g. confab find --cap go-review")
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			cards, err := c.Find(cmd.Context(), capability)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				for _, cd := range cards {
-					printJSON(cmd, wsgateway.CardToWire(cd))
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				cards, err := c.Find(cmd.Context(), capability)
+				if err != nil {
+					return err
 				}
-				return nil
-			}
-			if len(cards) == 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "no agent with capability %s found\n", capability)
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATUS\tCAPS\tDESC\tID")
-			for _, cd := range cards {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", cd.Name, cd.Status, strings.Join(cd.Caps, ","), oneLine(cd.Desc, 60), cd.ID)
-			}
-			return w.Flush()
+				if g.json {
+					for _, cd := range cards {
+						printJSON(cmd, wsgateway.CardToWire(cd))
+					}
+					return nil
+				}
+				if len(cards) == 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "no agent with capability %s found\n", capability)
+					return nil
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tSTATUS\tCAPS\tDESC\tID")
+				for _, cd := range cards {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", cd.Name, cd.Status, strings.Join(cd.Caps, ","), oneLine(cd.Desc, 60), cd.ID)
+				}
+				return w.Flush()
+			})
 		},
 	}
 	c.Flags().StringVar(&capability, "cap", "", "capability to look for (e.g. go-review)")

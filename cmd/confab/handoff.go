@@ -43,35 +43,32 @@ offer waits in this node's outbox; keep this node running until it is fetched.`,
 			if err != nil {
 				return err
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.Handoff(cmd.Context(), to, dir, args[1:], note)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, struct {
-					*wsgateway.HandoffReply
-					Req   string `json:"req,omitempty"`
-					Short string `json:"short"`
-				}{HandoffReply: r, Short: short(r.ID)})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				r, err := c.Handoff(cmd.Context(), to, dir, args[1:], note)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, struct {
+						*wsgateway.HandoffReply
+						Req   string `json:"req,omitempty"`
+						Short string `json:"short"`
+					}{HandoffReply: r, Short: short(r.ID)})
+					return nil
+				}
+				out := cmd.OutOrStdout()
+				var refs []string
+				for _, x := range r.Refs {
+					refs = append(refs, x.Name)
+				}
+				fmt.Fprintf(out, "offered %s to %s: %s, %s (%s)\n", short(r.ID), to, clean(r.Repo), humanBytes(r.Size), strings.Join(refs, " "))
+				if r.Delivered {
+					fmt.Fprintf(out, "delivered; %s fetches it now (id %s)\n", to, r.ID)
+				} else {
+					fmt.Fprintf(out, "queued: %s is not reachable now; the offer is delivered when it is, and the bundle is fetched while this node runs (id %s)\n", to, r.ID)
+				}
 				return nil
-			}
-			out := cmd.OutOrStdout()
-			var refs []string
-			for _, x := range r.Refs {
-				refs = append(refs, x.Name)
-			}
-			fmt.Fprintf(out, "offered %s to %s: %s, %s (%s)\n", short(r.ID), to, clean(r.Repo), humanBytes(r.Size), strings.Join(refs, " "))
-			if r.Delivered {
-				fmt.Fprintf(out, "delivered; %s fetches it now (id %s)\n", to, r.ID)
-			} else {
-				fmt.Fprintf(out, "queued: %s is not reachable now; the offer is delivered when it is, and the bundle is fetched while this node runs (id %s)\n", to, r.ID)
-			}
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&repo, "repo", ".", "the git repository to hand over from")
@@ -99,23 +96,20 @@ sender.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if wait != "" {
-				b, err := waitBundle(ctx, cmd, c, wait, true)
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				if wait != "" {
+					b, err := waitBundle(ctx, cmd, c, wait, true)
+					if err != nil {
+						return err
+					}
+					return printBundles(cmd, g, []wsgateway.WireBundle{b})
+				}
+				list, err := c.Bundles(ctx, "")
 				if err != nil {
 					return err
 				}
-				return printBundles(cmd, g, []wsgateway.WireBundle{b})
-			}
-			list, err := c.Bundles(ctx, "")
-			if err != nil {
-				return err
-			}
-			return printBundles(cmd, g, list)
+				return printBundles(cmd, g, list)
+			})
 		},
 	}
 	c.Flags().StringVar(&wait, "wait", "", "wait until bundle ID (or a unique prefix) is fetched, showing progress")
@@ -139,29 +133,26 @@ hook runs; the branch must not exist yet.`,
 			if err != nil {
 				return err
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			b, err := waitBundle(cmd.Context(), cmd, c, args[0], false)
-			if err != nil {
-				return err
-			}
-			r, err := c.ApplyBundle(cmd.Context(), b.ID, dir, ref, branch)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, struct {
-					*wsgateway.ApplyReply
-					Req   string `json:"req,omitempty"`
-					Short string `json:"short"`
-				}{ApplyReply: r, Short: short(r.ID)})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				b, err := waitBundle(cmd.Context(), cmd, c, args[0], false)
+				if err != nil {
+					return err
+				}
+				r, err := c.ApplyBundle(cmd.Context(), b.ID, dir, ref, branch)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, struct {
+						*wsgateway.ApplyReply
+						Req   string `json:"req,omitempty"`
+						Short string `json:"short"`
+					}{ApplyReply: r, Short: short(r.ID)})
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "branch %s at %s in %s (from %s of bundle %s)\n", r.Branch, r.Commit, r.Repo, clean(r.Ref), short(r.ID))
 				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "branch %s at %s in %s (from %s of bundle %s)\n", r.Branch, r.Commit, r.Repo, clean(r.Ref), short(r.ID))
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&repo, "repo", ".", "the git repository to apply to")

@@ -24,17 +24,14 @@ func createCmd(g *globals) *cobra.Command {
 			if err := checkChannel(args[0]); err != nil || args[0][0] != '#' {
 				return fmt.Errorf("bad channel name %q: want #name", args[0])
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			p, err := c.CreatePrivate(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			printPrivate(cmd, g, "created", p)
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				p, err := c.CreatePrivate(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				printPrivate(cmd, g, "created", p)
+				return nil
+			})
 		},
 	}
 	c.Flags().BoolVar(&private, "private", false, "end-to-end encrypted; only invited members read it")
@@ -57,22 +54,22 @@ func memberCmd(g *globals, invite bool) *cobra.Command {
 			if err := checkMember(args[1]); err != nil {
 				return err
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var p wsgateway.WirePrivate
-			if invite {
-				p, err = c.Invite(cmd.Context(), args[0], args[1])
-			} else {
-				p, err = c.Remove(cmd.Context(), args[0], args[1])
-			}
-			if err != nil {
-				return err
-			}
-			printPrivate(cmd, g, verb+" "+args[1]+";", p)
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				var (
+					p   wsgateway.WirePrivate
+					err error
+				)
+				if invite {
+					p, err = c.Invite(cmd.Context(), args[0], args[1])
+				} else {
+					p, err = c.Remove(cmd.Context(), args[0], args[1])
+				}
+				if err != nil {
+					return err
+				}
+				printPrivate(cmd, g, verb+" "+args[1]+";", p)
+				return nil
+			})
 		},
 	}
 }

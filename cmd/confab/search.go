@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/confabhq/confab/wsgateway"
 )
 
 func searchCmd(g *globals) *cobra.Command {
@@ -27,19 +29,16 @@ channels are never indexed.`,
 			if limit <= 0 || limit > 200 {
 				return fmt.Errorf("--limit must be 1 to 200")
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			recs, err := c.Search(cmd.Context(), args[0], in, limit)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				printJSON(cmd, line{Envelope: r.Env, Cursor: r.Cursor})
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				recs, err := c.Search(cmd.Context(), args[0], in, limit)
+				if err != nil {
+					return err
+				}
+				for _, r := range recs {
+					printJSON(cmd, line{Envelope: r.Env, Cursor: r.Cursor})
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&in, "in", "", "only this #channel")

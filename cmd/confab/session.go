@@ -66,24 +66,21 @@ func sessionOpenCmd(g *globals) *cobra.Command {
 			if ttl < 0 {
 				return errors.New("--ttl must not be negative")
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			s, err := c.OpenSession(cmd.Context(), topic, text, ttl)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": s.Channel.ID, "key": s.Key, "topic": s.Channel.Topic,
-					"expires": s.Expires, "context_id": s.ContextID})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				s, err := c.OpenSession(cmd.Context(), topic, text, ttl)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": s.Channel.ID, "key": s.Key, "topic": s.Channel.Topic,
+						"expires": s.Expires, "context_id": s.ContextID})
+					return nil
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "session %s open until %s; give this key to the joiner (it only knocks):\n",
+					s.Channel.ID, time.UnixMilli(s.Expires).Format(time.RFC3339))
+				fmt.Fprintln(cmd.OutOrStdout(), s.Key)
 				return nil
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "session %s open until %s; give this key to the joiner (it only knocks):\n",
-				s.Channel.ID, time.UnixMilli(s.Expires).Format(time.RFC3339))
-			fmt.Fprintln(cmd.OutOrStdout(), s.Key)
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&topic, "topic", "", "what the session is about")
@@ -105,25 +102,22 @@ func sessionJoinCmd(g *globals) *cobra.Command {
 			if wait < 0 || wait > wsgateway.MaxJoinWait*time.Second {
 				return fmt.Errorf("--wait must be 0 to %ds", wsgateway.MaxJoinWait)
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			r, err := c.JoinSession(cmd.Context(), args[0], wait, func() {
-				fmt.Fprintln(cmd.ErrOrStderr(), "knocked; waiting for the host to approve")
-			})
-			if err != nil {
-				return fmt.Errorf("session join: %w", err)
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": r.Channel.ID, "topic": r.Channel.Topic, "host": r.Channel.Host,
-					"backlog": r.Backlog, "members": r.Channel.Members})
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				r, err := c.JoinSession(cmd.Context(), args[0], wait, func() {
+					fmt.Fprintln(cmd.ErrOrStderr(), "knocked; waiting for the host to approve")
+				})
+				if err != nil {
+					return fmt.Errorf("session join: %w", err)
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": r.Channel.ID, "topic": r.Channel.Topic, "host": r.Channel.Host,
+						"backlog": r.Backlog, "members": r.Channel.Members})
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "approved: joined %s (%s), %d messages of backlog; read them with: confab history %s\n",
+					r.Channel.ID, r.Channel.Topic, r.Backlog, r.Channel.ID)
 				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "approved: joined %s (%s), %d messages of backlog; read them with: confab history %s\n",
-				r.Channel.ID, r.Channel.Topic, r.Backlog, r.Channel.ID)
-			return nil
+			})
 		},
 	}
 	c.Flags().DurationVar(&wait, "wait", 0, "give up after this long (default and maximum 15m)")
@@ -140,28 +134,25 @@ func sessionDecideCmd(g *globals, approve bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if !approve {
-				if err := c.Deny(cmd.Context(), args[0]); err != nil {
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				if !approve {
+					if err := c.Deny(cmd.Context(), args[0]); err != nil {
+						return err
+					}
+					if g.json {
+						printJSON(cmd, map[string]any{"agent": args[0], "denied": true})
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "denied %s\n", args[0])
+					}
+					return nil
+				}
+				p, err := c.Approve(cmd.Context(), args[0])
+				if err != nil {
 					return err
 				}
-				if g.json {
-					printJSON(cmd, map[string]any{"agent": args[0], "denied": true})
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "denied %s\n", args[0])
-				}
+				printPrivate(cmd, g, "approved "+args[0]+";", p)
 				return nil
-			}
-			p, err := c.Approve(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			printPrivate(cmd, g, "approved "+args[0]+";", p)
-			return nil
+			})
 		},
 	}
 }
@@ -179,21 +170,18 @@ func sessionCloseCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			id, err := c.CloseSession(cmd.Context(), ch)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				printJSON(cmd, map[string]any{"id": id, "closed": true})
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "closed session %s\n", id)
-			}
-			return nil
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				id, err := c.CloseSession(cmd.Context(), ch)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					printJSON(cmd, map[string]any{"id": id, "closed": true})
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "closed session %s\n", id)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -204,31 +192,28 @@ func sessionKnocksCmd(g *globals) *cobra.Command {
 		Short: "List agents knocking on sessions this agent hosts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dial(cmd, g)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ks, err := c.Knocks(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				for _, k := range ks {
-					printJSON(cmd, k)
+			return withNode(cmd, g, func(c *wsgateway.Client) error {
+				ks, err := c.Knocks(cmd.Context())
+				if err != nil {
+					return err
 				}
-				return nil
-			}
-			if len(ks) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "no knocks")
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSESSION\tTOPIC\tSINCE\tFROM")
-			for _, k := range ks {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Name, k.Channel, k.Topic, time.UnixMilli(k.TS).Format(time.TimeOnly), k.From)
-			}
-			return w.Flush()
+				if g.json {
+					for _, k := range ks {
+						printJSON(cmd, k)
+					}
+					return nil
+				}
+				if len(ks) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no knocks")
+					return nil
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tSESSION\tTOPIC\tSINCE\tFROM")
+				for _, k := range ks {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Name, k.Channel, k.Topic, time.UnixMilli(k.TS).Format(time.TimeOnly), k.From)
+				}
+				return w.Flush()
+			})
 		},
 	}
 }
