@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/confabhq/confab/mesh"
 	"github.com/confabhq/confab/node"
@@ -81,16 +80,9 @@ func newConfabNode(o confabOpts) (*confabNode, error) {
 	return c, nil
 }
 
-func (c *confabNode) addrInfo() peer.AddrInfo {
-	return peer.AddrInfo{ID: c.h.ID(), Addrs: c.h.Host().Addrs()}
-}
-
 // connectConfab dials b from a.
 func connectConfab(ctx context.Context, a, b *confabNode) error {
-	if err := a.h.Host().Connect(ctx, b.addrInfo()); err != nil {
-		return fmt.Errorf("bench: connect %s -> %s: %w", a.h.ID().ShortString(), b.h.ID().ShortString(), err)
-	}
-	return nil
+	return connect(ctx, a.h.Host(), b.h.Host())
 }
 
 // Close stops the mesh, then the node, then the store, and removes an

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 func init() {
@@ -34,12 +36,25 @@ func newHost() (host.Host, error) {
 	return h, nil
 }
 
-// connect dials b from a.
+// connect dials b from a. A dial that crosses one from b, or a failed first
+// attempt, leaves libp2p's dial backoff set, so it retries a few times with
+// the backoff cleared.
 func connect(ctx context.Context, a, b host.Host) error {
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		return fmt.Errorf("bench: connect %s -> %s: %w", a.ID().ShortString(), b.ID().ShortString(), err)
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err == nil {
+			return nil
+		}
+		if sw, ok := a.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(b.ID())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: connect %s -> %s: %w", a.ID().ShortString(), b.ID().ShortString(), ctx.Err())
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
 	}
-	return nil
+	return fmt.Errorf("bench: connect %s -> %s: %w", a.ID().ShortString(), b.ID().ShortString(), err)
 }
 
 func runLibp2pStream(ctx context.Context, size Size) (Result, error) {
