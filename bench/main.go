@@ -104,6 +104,9 @@ func run() int {
 	defer stop()
 	rep := runScenarios(ctx, log, scenarios, size, *runs)
 	rep.Command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	if v := os.Getenv(scaleEnv); v != "" { // sizes chosen outside the flags belong in the command
+		rep.Command = scaleEnv + "=" + v + " " + rep.Command
+	}
 
 	var buf bytes.Buffer
 	if err := rep.write(&buf); err != nil {

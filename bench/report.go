@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +92,11 @@ func (r *report) write(w io.Writer) error {
 		for _, err := range o.Errs {
 			fmt.Fprintf(&b, "  - error: `%v`\n", err)
 		}
+	}
+	// The hand-written analysis of the targets travels with every report.
+	if notes, err := os.ReadFile(filepath.Join("bench", "targets.md")); err == nil {
+		b.WriteString("\n")
+		b.Write(notes)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
