@@ -3,9 +3,9 @@
 
 GO ?= go
 
-.PHONY: test vet unit bench-smoke fuzz-smoke bench build
+.PHONY: test vet unit full-size bench-smoke fuzz-smoke bench build
 
-test: vet unit bench-smoke fuzz-smoke
+test: vet unit full-size bench-smoke fuzz-smoke
 
 vet:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -15,6 +15,11 @@ vet:
 # namespace (internal/netnstest), so this needs root or `unshare -rn`.
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Tests whose full size the race detector makes too slow run once more
+# without it (the discovery test uses 20 real nodes here, 8 under -race).
+full-size:
+	$(GO) test -count=1 -timeout 5m -run 'TestFindTwentyNodes' ./mesh
 
 # Every Benchmark once, at its smallest size, so none of them rots.
 bench-smoke:
