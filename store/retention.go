@@ -232,7 +232,7 @@ func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, error) {
 
 // runValueLogGC rewrites value-log files until none is worth it.
 func (db *DB) runValueLogGC() {
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-db.closing:
 			return
@@ -245,5 +245,6 @@ func (db *DB) runValueLogGC() {
 			}
 			return
 		}
+		db.log.Debug("value-log gc rewrote a file", "round", n)
 	}
 }

@@ -374,21 +374,7 @@ func (db *DB) gcLoop() {
 			return
 		case <-t.C:
 		}
-		for n := 0; ; n++ {
-			select {
-			case <-db.closing:
-				return
-			default:
-			}
-			err := db.bdb.RunValueLogGC(db.cfg.GCDiscardRatio)
-			if err != nil {
-				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
-					db.log.Warn("value-log gc", "err", err)
-				}
-				break
-			}
-			db.log.Debug("value-log gc rewrote a file", "round", n)
-		}
+		db.runValueLogGC()
 	}
 }
 

@@ -326,8 +326,10 @@ func reqOfReply(f Frame) string {
 	return agentReq(f)
 }
 
-// newReq registers a pending call and returns its req id.
-func (c *Client) newReq() (string, chan Frame, error) {
+// newReq registers a pending call whose reply channel holds buf frames
+// (more than one for calls that get interim frames before their reply) and
+// returns its req id.
+func (c *Client) newReq(buf int) (string, chan Frame, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.connErr != nil {
@@ -335,7 +337,7 @@ func (c *Client) newReq() (string, chan Frame, error) {
 	}
 	c.next++
 	req := strconv.FormatUint(c.next, 10)
-	ch := make(chan Frame, 1)
+	ch := make(chan Frame, buf)
 	c.pending[req] = ch
 	return req, ch, nil
 }
@@ -367,7 +369,7 @@ func (c *Client) write(ctx context.Context, f Frame) error {
 // call sends the request built by mk with a fresh req id and waits for its
 // reply. An error frame is returned as *Error.
 func (c *Client) call(ctx context.Context, mk func(req string) Frame) (Frame, error) {
-	req, ch, err := c.newReq()
+	req, ch, err := c.newReq(1)
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +487,7 @@ func (c *Client) Who(ctx context.Context, channel string) ([]mesh.Peer, error) {
 // connection (and the server eventually ends the subscription with
 // CodeResume).
 func (c *Client) Subscribe(ctx context.Context, channels []string, since string) (<-chan Event, error) {
-	req, ch, err := c.newReq()
+	req, ch, err := c.newReq(1)
 	if err != nil {
 		return nil, err
 	}
@@ -513,7 +515,7 @@ func (c *Client) Subscribe(ctx context.Context, channels []string, since string)
 // Unsubscribe ends the subscription; its event channel is closed and
 // undelivered events are dropped.
 func (c *Client) Unsubscribe(ctx context.Context) error {
-	req, ch, err := c.newReq()
+	req, ch, err := c.newReq(1)
 	if err != nil {
 		return err
 	}

@@ -197,17 +197,10 @@ func (c *Client) SendKnock(ctx context.Context, key crypto.PrivKey, knock *mesh.
 	}
 	// The call's channel has room for a burst of interim frames; a page
 	// dropped for want of room shows as a short backlog below.
-	c.mu.Lock()
-	if c.connErr != nil {
-		err := c.connErr
-		c.mu.Unlock()
+	req, ch, err := c.newReq(64)
+	if err != nil {
 		return ThinSession{}, err
 	}
-	c.next++
-	req := fmt.Sprint(c.next)
-	ch := make(chan Frame, 64)
-	c.pending[req] = ch
-	c.mu.Unlock()
 	f := &SessionKnockRequest{Req: req, Knock: knock, Wait: int((wait + time.Second - 1) / time.Second)}
 	if err := c.write(ctx, f); err != nil {
 		c.forget(req)

@@ -819,17 +819,10 @@ func (c *Client) JoinSession(ctx context.Context, key string, wait time.Duration
 	// A call that gets an interim frame: its reply channel has room for the
 	// session_pending frame and the reply (dispatch keeps it registered
 	// after an interim frame).
-	c.mu.Lock()
-	if c.connErr != nil {
-		err := c.connErr
-		c.mu.Unlock()
+	req, ch, err := c.newReq(2)
+	if err != nil {
 		return SessionJoinReply{}, err
 	}
-	c.next++
-	req := fmt.Sprint(c.next)
-	ch := make(chan Frame, 2)
-	c.pending[req] = ch
-	c.mu.Unlock()
 	f := &SessionJoinRequest{Req: req, Key: key, Wait: int((wait + time.Second - 1) / time.Second)}
 	if err := c.write(ctx, f); err != nil {
 		c.forget(req)
