@@ -30,7 +30,7 @@ fuzz-smoke:
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
 	  pkg=./$$(dirname $$f); \
 	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
-	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 5s $$pkg >/dev/null; \
+	    echo "fuzz $$pkg $$t"; out=$$($(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 5s $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
 	  done; \
 	done
 
