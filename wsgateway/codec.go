@@ -150,16 +150,8 @@ func validateRequest(f Frame) *Error {
 	case *Leave:
 		return first(needReq(f.Req), needChannel(f.Channel))
 	case *Send:
-		if f.Kind == "" {
-			f.Kind = "msg"
-		}
-		switch {
-		case len(f.Content) > mesh.MaxContentLen:
-			return errorf(CodeTooLarge, "content is %d bytes, limit %d", len(f.Content), mesh.MaxContentLen)
-		case len(f.Kind) > mesh.MaxKindLen:
-			return errorf(CodeBadFrame, "kind longer than %d bytes", mesh.MaxKindLen)
-		case len(f.ReplyTo) > 64:
-			return errorf(CodeBadFrame, "reply_to longer than 64 bytes")
+		if e := checkMessage(&f.Kind, f.Content, f.ReplyTo); e != nil {
+			return e
 		}
 		return first(needReq(f.Req), needChannel(f.Channel))
 	case *Publish:
@@ -381,6 +373,23 @@ func needChannel(ch string) *Error {
 	}
 	if !mesh.ValidChannel(ch) {
 		return errorf(CodeBadChannel, "channel %q", trunc(ch))
+	}
+	return nil
+}
+
+// checkMessage bounds the fields of a message the node will sign (send and
+// direct frames) and defaults its kind to "msg".
+func checkMessage(kind *string, content, replyTo string) *Error {
+	if *kind == "" {
+		*kind = "msg"
+	}
+	switch {
+	case len(content) > mesh.MaxContentLen:
+		return errorf(CodeTooLarge, "content is %d bytes, limit %d", len(content), mesh.MaxContentLen)
+	case len(*kind) > mesh.MaxKindLen:
+		return errorf(CodeBadFrame, "kind longer than %d bytes", mesh.MaxKindLen)
+	case len(replyTo) > 64:
+		return errorf(CodeBadFrame, "reply_to longer than 64 bytes")
 	}
 	return nil
 }

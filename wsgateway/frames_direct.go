@@ -76,16 +76,8 @@ func needTarget(t string) *Error {
 }
 
 func validateDirect(f *DirectRequest) *Error {
-	if f.Kind == "" {
-		f.Kind = "msg"
-	}
-	switch {
-	case len(f.Content) > mesh.MaxContentLen:
-		return errorf(CodeTooLarge, "content is %d bytes, limit %d", len(f.Content), mesh.MaxContentLen)
-	case len(f.Kind) > mesh.MaxKindLen:
-		return errorf(CodeBadFrame, "kind longer than %d bytes", mesh.MaxKindLen)
-	case len(f.ReplyTo) > 64:
-		return errorf(CodeBadFrame, "reply_to longer than 64 bytes")
+	if e := checkMessage(&f.Kind, f.Content, f.ReplyTo); e != nil {
+		return e
 	}
 	return first(needReq(f.Req), needTarget(f.Target))
 }
