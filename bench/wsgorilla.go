@@ -2,14 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/confabhq/confab/mesh"
+	"github.com/confabhq/confab/wsgateway"
 )
 
 // A minimal broadcast server in the shape of gorilla/websocket's chat
@@ -18,6 +25,13 @@ import (
 // 256-message send queue; a client whose queue is full is dropped. Unlike the
 // example, the write pump sends one frame per message instead of joining
 // queued messages with newlines, so the benchmark can count frames.
+//
+// In the fan-out comparison the publisher broadcasts frames of the shape and
+// size of the gateway's live events (JSON, an envelope with its id, author,
+// signature bytes and cursor), and each receiving client decodes and checks
+// them the way wsgateway.Client does (one json.Unmarshal of the whole frame,
+// then the envelope's field checks), so both sides' clients do the same work
+// per frame. The baseline signs nothing and verifies nothing.
 
 const (
 	wsWriteWait  = 10 * time.Second
@@ -218,16 +232,26 @@ func dialWS(ctx context.Context, url string) (*websocket.Conn, error) {
 type wsGroup struct {
 	srv   *gorillaServer
 	conns []*websocket.Conn
+	from  string // the author id written into every event
+	seq   uint64
 	wg    sync.WaitGroup
 	once  sync.Once
 }
 
 func setupGorillaFanout(ctx context.Context, n int, deliver func(int, []byte)) (*wsGroup, error) {
+	_, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return nil, err
+	}
+	from, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := startGorilla()
 	if err != nil {
 		return nil, err
 	}
-	g := &wsGroup{srv: srv}
+	g := &wsGroup{srv: srv, from: from.String()}
 	for i := 0; i < n; i++ {
 		c, err := dialWS(ctx, srv.URL)
 		if err != nil {
@@ -243,9 +267,14 @@ func setupGorillaFanout(ctx context.Context, n int, deliver func(int, []byte)) (
 				if err != nil {
 					return
 				}
-				if i != 0 {
-					deliver(i, m)
+				if i == 0 {
+					continue
 				}
+				ev, err := decodeBenchEvent(m)
+				if err != nil {
+					return
+				}
+				deliver(i, confabPayload(ev.Record.Env.Content))
 			}
 		}()
 	}
@@ -256,9 +285,46 @@ func setupGorillaFanout(ctx context.Context, n int, deliver func(int, []byte)) (
 	return g, nil
 }
 
+// benchID and benchSig stand in for an envelope's id and signature: the
+// same length on the wire, never checked.
+var (
+	benchID  = strings.Repeat("0", 64)
+	benchSig = make([]byte, 64)
+)
+
+// Publish sends p inside a frame shaped like the gateway's live event; the
+// server broadcasts it unchanged.
 func (g *wsGroup) Publish(ctx context.Context, p []byte) error {
+	g.seq++
+	env := &mesh.Envelope{ID: benchID, Channel: confabBenchChannel, From: g.from, Name: "bench", Seq: g.seq,
+		TS: time.Now().UnixMilli(), Kind: "msg", Content: confabContent(p), Sig: benchSig}
+	data, err := wsgateway.EncodeFrame(&wsgateway.Event{Record: mesh.Record{Env: env, Cursor: fmt.Sprintf("%016x", g.seq)}})
+	if err != nil {
+		return err
+	}
 	g.conns[0].SetWriteDeadline(time.Now().Add(wsWriteWait))
-	return g.conns[0].WriteMessage(websocket.BinaryMessage, p)
+	return g.conns[0].WriteMessage(websocket.TextMessage, data)
+}
+
+// decodeBenchEvent decodes and checks an event frame as wsgateway.Client
+// does: the whole frame in one json.Unmarshal, then the record's checks.
+func decodeBenchEvent(data []byte) (*wsgateway.Event, error) {
+	var x struct {
+		Type string `json:"type"`
+		Req  string `json:"req"`
+		wsgateway.Event
+	}
+	if err := json.Unmarshal(data, &x); err != nil {
+		return nil, err
+	}
+	r := x.Record
+	if x.Type != wsgateway.TypeEvent || r.Env == nil || r.Cursor == "" || len(r.Cursor) > wsgateway.MaxCursorLen {
+		return nil, errors.New("bench: not an event")
+	}
+	if err := r.Env.Validate(); err != nil {
+		return nil, err
+	}
+	return &x.Event, nil
 }
 
 func (g *wsGroup) Close() error {
