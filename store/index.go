@@ -400,13 +400,16 @@ func (db *DB) indexItems(items []indexItem) error {
 	x := &db.idx
 	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
 	var (
-		keys [][]byte
-		size int64
+		keys  [][]byte
+		arena []byte // the keys' bytes, a few allocations per transaction
+		size  int64
+		toks  []string
+		seen  = make(map[string]struct{})
 	)
 	for i := 0; i <= len(items); i++ {
-		var toks []string
+		toks = toks[:0]
 		if i < len(items) {
-			toks = envelopeTokens(items[i].env)
+			toks = appendEnvelopeTokens(toks, items[i].env, seen)
 		}
 		if i == len(items) || len(keys) > 0 && (int64(len(keys)+len(toks)) >= maxCount || size+int64(len(toks))*(maxTokenBytes+32) >= maxSize) {
 			if err := db.writePostings(keys, items[i-1].off); err != nil {
@@ -415,12 +418,21 @@ func (db *DB) indexItems(items []indexItem) error {
 				x.pendMu.Unlock()
 				return fmt.Errorf("index %d..%d: %w", items[0].off, items[i-1].off, err)
 			}
-			keys, size = keys[:0], 0
+			// badger keeps the key slices until commit; start new ones.
+			keys, arena, size = keys[:0], nil, 0
 		}
 		for _, t := range toks {
-			k := postingKey(t, items[i].off)
-			keys = append(keys, k)
-			size += int64(len(k)) + 16
+			k := len(prefixPosting) + len(t) + 1 + 8
+			if cap(arena)-len(arena) < k {
+				arena = make([]byte, 0, max(64<<10, k))
+			}
+			start := len(arena)
+			arena = append(arena, prefixPosting...)
+			arena = append(arena, t...)
+			arena = append(arena, 0)
+			arena = binary.BigEndian.AppendUint64(arena, items[i].off)
+			keys = append(keys, arena[start:len(arena):len(arena)])
+			size += int64(k) + 16
 		}
 	}
 	return nil

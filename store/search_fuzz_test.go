@@ -9,7 +9,8 @@ import (
 
 // FuzzParseQuery feeds untrusted query strings (they come from clients
 // through the gateway) to the query parser and the tokenizer, and checks
-// that every word they produce obeys the tokenizer's rules.
+// that every word they produce obeys the tokenizer's rules, and that the
+// tokenizer agrees with its reference implementation.
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{"hello", "hello world*", "Hello, WORLD!", "café 東京", "go*", "a b c", "", "   *", "w1 w2 w3 w4 w5 w6 w7 w8 w9", "x\xffy", strings.Repeat("ab", 40) + "*", "İstanbul ǅ ß"} {
 		f.Add(s)
@@ -25,6 +26,7 @@ func FuzzParseQuery(f *testing.F) {
 				}
 			}
 		}
+		checkTokenizeRef(t, s)
 		toks := tokenize(s, map[string]struct{}{}, nil, maxTokensPerEnv)
 		seen := map[string]bool{}
 		for _, w := range toks {

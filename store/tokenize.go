@@ -30,12 +30,19 @@ func indexed(channel string) bool { return !strings.HasPrefix(channel, "~") }
 // maxTokensPerEnv, first occurrences first), or nil if e's channel is not
 // indexed.
 func envelopeTokens(e *mesh.Envelope) []string {
+	return appendEnvelopeTokens(nil, e, make(map[string]struct{}))
+}
+
+// appendEnvelopeTokens appends e's tokens (as envelopeTokens) to dst, using
+// seen (cleared first) as scratch.
+func appendEnvelopeTokens(dst []string, e *mesh.Envelope, seen map[string]struct{}) []string {
 	if !indexed(e.Channel) {
-		return nil
+		return dst
 	}
-	seen := make(map[string]struct{})
-	toks := tokenize(e.Name, seen, nil, maxTokensPerEnv)
-	return tokenize(e.Content, seen, toks, maxTokensPerEnv)
+	clear(seen)
+	n := len(dst)
+	dst = tokenize(e.Name, seen, dst, n+maxTokensPerEnv)
+	return tokenize(e.Content, seen, dst, n+maxTokensPerEnv)
 }
 
 // tokenize appends to dst the tokens of s not yet in seen, until dst holds
@@ -44,25 +51,46 @@ func envelopeTokens(e *mesh.Envelope) []string {
 // (longer runs are dropped, not truncated: they are hashes, keys and base64,
 // not words).
 func tokenize(s string, seen map[string]struct{}, dst []string, limit int) []string {
-	var b strings.Builder
+	// The token being read, lowercased; past maxTokenBytes it is dropped
+	// anyway, so it stops growing there. ASCII, most text, skips the
+	// unicode tables.
+	var buf [maxTokenBytes + utf8.UTFMax]byte
+	b := buf[:0]
 	runes := 0
 	emit := func() {
-		if runes >= minTokenRunes && b.Len() <= maxTokenBytes {
-			t := b.String()
-			if _, ok := seen[t]; !ok {
+		if runes >= minTokenRunes && len(b) <= maxTokenBytes {
+			if _, ok := seen[string(b)]; !ok { // no allocation for a repeat
+				t := string(b)
 				seen[t] = struct{}{}
 				dst = append(dst, t)
 			}
 		}
-		b.Reset()
+		b = b[:0]
 		runes = 0
 	}
 	for i := 0; i < len(s) && len(dst) < limit; {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			default:
+				emit()
+				continue
+			}
+			if len(b) <= maxTokenBytes {
+				b = append(b, c)
+			}
+			runes++
+			continue
+		}
 		r, n := utf8.DecodeRuneInString(s[i:])
 		i += n
 		if unicode.IsLetter(r) || unicode.IsDigit(r) {
-			if b.Len() <= maxTokenBytes { // past it the token is dropped anyway
-				b.WriteRune(unicode.ToLower(r))
+			if len(b) <= maxTokenBytes {
+				b = utf8.AppendRune(b, unicode.ToLower(r))
 			}
 			runes++
 			continue
