@@ -8,10 +8,10 @@ import (
 	"github.com/confabhq/confab/mesh"
 )
 
-// subscribe starts the connection's subscription. It subscribes to the
-// backend before reading any history, fetches the first replay page of each
-// channel (so a bad cursor fails the request itself), replies ok, and hands
-// the rest to a pump goroutine.
+// subscribe starts the connection's subscription. It joins the live group
+// of its channels (subscribing to the backend) before reading any history,
+// fetches the first replay page of each channel (so a bad cursor fails the
+// request itself), replies ok, and hands the rest to a pump goroutine.
 func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 	if c.sub != nil && c.sub.running() {
 		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeAlreadySubscribed, Message: "unsubscribe first"})
@@ -25,7 +25,7 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 		}
 		f.Channels = slices.Clone(c.joined)
 	}
-	sub := b.Subscribe(f.Channels, c.s.cfg.SubscriptionQueue)
+	mb := c.s.events.join(c, f.Channels) // writer.go
 	var m *merger
 	if f.Since != "" {
 		channels := f.Channels
@@ -38,7 +38,7 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 		var err error
 		m, err = newMerger(ctx, b, dedupe(channels), f.Since, c.s.cfg.ReplayPage)
 		if err != nil {
-			sub.Close()
+			c.s.events.leave(mb)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -46,7 +46,7 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 		}
 	}
 	if err := c.send(ctx, &OK{Req: f.Req}); err != nil {
-		sub.Close()
+		c.s.events.leave(mb)
 		return err
 	}
 	pctx, cancel := context.WithCancel(ctx)
@@ -55,22 +55,22 @@ func (c *conn) subscribe(ctx context.Context, f *Subscribe) error {
 	c.g.Go(func() error {
 		defer close(p.done)
 		defer cancel()
-		defer sub.Close()
-		c.pump(pctx, f.Req, sub, m)
+		defer c.s.events.leave(mb)
+		c.pump(pctx, f.Req, mb, m)
 		return nil
 	})
 	return nil
 }
 
-// pump replays history through m (if any), sends the live marker, then
-// forwards live records. A live record already replayed is dropped: the
-// backend subscription was opened before the history reads, so records
-// stored meanwhile arrive both ways.
-func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger) {
-	var last string // cursor of the last event queued
-	var seen *cursorSet
+// pump replays history through m (if any), sends the live marker, sends
+// what the live group held for it meanwhile, and then lets the group queue
+// live events itself until the subscription ends. A live record already
+// replayed is dropped: the group's backend subscription was open before the
+// history reads, so records stored meanwhile arrive both ways.
+func (c *conn) pump(ctx context.Context, req string, mb *liveMember, m *merger) {
 	if m != nil {
-		seen = newCursorSet(c.s.cfg.SubscriptionQueue + c.s.cfg.ReplayPage)
+		mb.since = m.since
+		mb.seen = newCursorSet(c.s.cfg.SubscriptionQueue + c.s.cfg.ReplayPage)
 		for {
 			rec, ok, err := m.next(ctx)
 			if err != nil {
@@ -85,54 +85,64 @@ func (c *conn) pump(ctx context.Context, req string, sub Subscription, m *merger
 			if c.send(ctx, c.event(rec, true)) != nil { // frames_private.go: decrypted view
 				return
 			}
-			last = rec.Cursor
-			seen.add(rec.Cursor)
+			mb.mu.Lock()
+			mb.last = rec.Cursor
+			mb.mu.Unlock()
+			mb.seen.add(rec.Cursor)
 		}
 	}
 	if c.send(ctx, &Live{Req: req}) != nil {
 		return
 	}
-	if last == "" && m != nil {
-		last = m.since
+	mb.mu.Lock()
+	if mb.last == "" && m != nil {
+		mb.last = m.since
 	}
+	mb.mu.Unlock()
+	// Send what arrived during the replay, then go live. The group adds to
+	// held until live is set, so this loop ends with the queue in order.
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case rec, ok := <-sub.C():
-			if !ok {
-				err := sub.Err()
-				if errors.Is(err, mesh.ErrSlowConsumer) {
-					c.log.Info("gateway subscriber too slow; asking it to resume", "cursor", last)
-					c.s.metrics.slow.Add(1)
-					c.final(ctx, &ErrorFrame{Req: req, Code: CodeResume, Cursor: last,
-						Message: "subscriber too slow: resubscribe with since=cursor"}, CloseResume, closeTextResume)
-					return
-				}
-				if err == nil {
-					err = mesh.ErrClosed
-				}
-				c.send(ctx, c.errorFrame(req, err))
-				return
-			}
-			if rec.Env == nil {
+		mb.mu.Lock()
+		held := mb.held
+		mb.held = nil
+		if len(held) == 0 && mb.err == nil {
+			mb.live = true
+		}
+		mb.mu.Unlock()
+		if len(held) == 0 {
+			break
+		}
+		for _, it := range held {
+			if mb.skip(it.rec) {
 				continue
 			}
-			// Drop what the client has: what it replayed, and what it said it
-			// had (since). A record below the last replayed cursor that was
-			// not replayed was stored out of cursor order: late, not a
-			// duplicate, so it is still delivered.
-			if m != nil && (rec.Cursor <= m.since || seen.has(rec.Cursor)) {
-				continue
-			}
-			if c.sendEvent(ctx, rec) != nil { // writer.go: encoded once for every connection
+			f, ok := c.liveFrame(it)
+			if !ok || c.enqueue(ctx, f) != nil {
 				return
 			}
-			if rec.Cursor > last {
-				last = rec.Cursor
+			mb.mu.Lock()
+			if it.rec.Cursor > mb.last {
+				mb.last = it.rec.Cursor
 			}
+			mb.mu.Unlock()
 		}
 	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-mb.ended:
+	}
+	mb.mu.Lock()
+	err, last := mb.err, mb.last
+	mb.mu.Unlock()
+	if errors.Is(err, mesh.ErrSlowConsumer) {
+		c.log.Info("gateway subscriber too slow; asking it to resume", "cursor", last)
+		c.s.metrics.slow.Add(1)
+		c.final(ctx, &ErrorFrame{Req: req, Code: CodeResume, Cursor: last,
+			Message: "subscriber too slow: resubscribe with since=cursor"}, CloseResume, closeTextResume)
+		return
+	}
+	c.send(ctx, c.errorFrame(req, err))
 }
 
 // merger pages the history of several channels after a cursor and yields

@@ -2,11 +2,11 @@ package wsgateway
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +24,6 @@ const (
 	// batchBytes caps what the writer collects before one network write
 	// when several frames are queued.
 	batchBytes = 64 << 10
-	// eventCacheSize is how many recent live events the server keeps
-	// encoded for the other connections they fan out to.
-	eventCacheSize = 32
 	// Buffer sizes of each WebSocket connection. Client frames are small, and
 	// gorilla reads a larger payload straight into the caller's buffer. The
 	// write buffer comes from a pool for the length of one message only.
@@ -164,54 +161,265 @@ func (h hijackWrap) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.bc, brw, nil
 }
 
-// eventCache keeps the last live events encoded once, as prepared messages
-// (frame bytes built once too), for every connection they fan out to. The
-// backend hands the same *mesh.Envelope to every subscription, so the
-// pointer (kept alive by the entry) and the cursor identify a record.
+// eventCache is the server's live fan-out. Subscriptions to the same
+// channel list share a live group: one backend subscription read by one
+// goroutine, which encodes each record once (one prepared message: JSON and
+// frame bytes built once) and queues it straight into every member's send
+// queue, so a record wakes one goroutine per connection, its writer, as in
+// gorilla's chat hub. A subscription to "every channel" (an empty list) gets
+// a group of its own: what that means can depend on when it was made.
+//
+// Overflow: the group never waits for a member. A member whose send queue
+// already holds SendQueue+SubscriptionQueue frames is ended with
+// mesh.ErrSlowConsumer (its pump sends resume with its last cursor and
+// closes 4008); a member still replaying holds at most SubscriptionQueue
+// records. If the group's own backend subscription overflows or ends, every
+// member ends with its error.
+//
+// Locks, in order: eventCache.mu, liveGroup.mu, liveMember.mu, conn.qmu.
 type eventCache struct {
-	mu   sync.Mutex // guards the fields below; a leaf lock, held while encoding
-	ring [eventCacheSize]cachedEvent
-	next int
+	mu     sync.Mutex            // guards groups
+	groups map[string]*liveGroup // shared groups by channel list
 }
 
-type cachedEvent struct {
-	env    *mesh.Envelope
-	cursor string
-	pm     *websocket.PreparedMessage
+// liveGroup is one backend subscription and its members.
+type liveGroup struct {
+	key  string // "" for an unshared group
+	sub  Subscription
+	stop chan struct{} // closed when the last member leaves
+	done chan struct{} // closed when run returns
+
+	mu      sync.Mutex // guards members and ended
+	members map[*liveMember]struct{}
+	ended   bool
 }
 
-// get returns the live event frame of rec, encoding it on first use.
-func (e *eventCache) get(rec mesh.Record) (*websocket.PreparedMessage, error) {
+// liveMember is one connection's subscription within a group.
+type liveMember struct {
+	c     *conn
+	g     *liveGroup
+	ended chan struct{} // closed once err is set
+
+	// Set by the pump before live is set, read-only afterwards.
+	since string
+	seen  *cursorSet
+
+	mu   sync.Mutex // guards the fields below
+	live bool       // the group queues events itself; before, it adds to held
+	held []liveItem // records that arrived while the pump replayed
+	last string     // cursor of the last event queued
+	err  error      // why the subscription ended (mesh.ErrSlowConsumer: resume)
+}
+
+// liveItem is a record and its shared encoding (nil if encoding failed).
+type liveItem struct {
+	rec mesh.Record
+	pm  *websocket.PreparedMessage
+}
+
+// join adds c to the group of channels, starting the group (and its
+// backend subscription) if there is none.
+func (e *eventCache) join(c *conn, channels []string) *liveMember {
+	key := ""
+	if len(channels) > 0 {
+		key = strings.Join(dedupe(channels), " ")
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for i := range e.ring {
-		if ce := &e.ring[i]; ce.env == rec.Env && ce.cursor == rec.Cursor && ce.pm != nil {
-			return ce.pm, nil
+	g := e.groups[key]
+	if key == "" || g == nil {
+		g = &liveGroup{key: key, sub: c.s.cfg.Backend.Subscribe(channels, c.s.cfg.SubscriptionQueue),
+			stop: make(chan struct{}), done: make(chan struct{}), members: map[*liveMember]struct{}{}}
+		if key != "" {
+			if e.groups == nil {
+				e.groups = map[string]*liveGroup{}
+			}
+			e.groups[key] = g
 		}
+		go g.run(e)
 	}
-	data, err := EncodeFrame(&Event{Record: rec})
-	if err != nil {
-		return nil, err
+	mb := &liveMember{c: c, g: g, ended: make(chan struct{})}
+	g.mu.Lock()
+	if g.ended {
+		mb.err = mesh.ErrClosed
+		close(mb.ended)
+	} else {
+		g.members[mb] = struct{}{}
 	}
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, data)
-	if err != nil {
-		return nil, err
-	}
-	e.ring[e.next] = cachedEvent{env: rec.Env, cursor: rec.Cursor, pm: pm}
-	e.next = (e.next + 1) % len(e.ring)
-	return pm, nil
+	g.mu.Unlock()
+	return mb
 }
 
-// sendEvent queues the live event of rec. A record shown to this
-// connection as is (every record but a decrypted private one in local mode)
-// shares one encoding with every other connection.
-func (c *conn) sendEvent(ctx context.Context, rec mesh.Record) error {
-	if r, sealed := c.reveal(rec); sealed != "" || r.Env != rec.Env { // frames_private.go
-		return c.send(ctx, &Event{Record: r, Sealed: sealed})
+// leave removes mb from its group. The last member to leave stops the
+// group and waits for its goroutine. Calling it again does nothing.
+func (e *eventCache) leave(mb *liveMember) {
+	g := mb.g
+	e.mu.Lock()
+	g.mu.Lock()
+	_, in := g.members[mb]
+	delete(g.members, mb)
+	last := in && len(g.members) == 0 && !g.ended
+	if last {
+		g.ended = true
+		if e.groups[g.key] == g {
+			delete(e.groups, g.key)
+		}
 	}
-	pm, err := c.s.events.get(rec)
-	if err != nil {
-		return c.send(ctx, c.event(rec, false))
+	ended := g.ended
+	g.mu.Unlock()
+	e.mu.Unlock()
+	mb.end(mesh.ErrClosed)
+	if last {
+		close(g.stop)
 	}
-	return c.enqueue(ctx, outFrame{pm: pm})
+	if ended {
+		// The group is stopping (or its subscription ended): wait, so that
+		// no goroutine outlives the connection that saw it end.
+		<-g.done
+	}
+}
+
+// run reads the group's backend subscription until it ends or the last
+// member leaves.
+func (g *liveGroup) run(e *eventCache) {
+	defer close(g.done)
+	defer g.sub.Close()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case rec, ok := <-g.sub.C():
+			if !ok {
+				g.end(e)
+				return
+			}
+			if rec.Env != nil {
+				g.fanOut(rec)
+			}
+		}
+	}
+}
+
+// fanOut queues rec for every member, encoded once.
+func (g *liveGroup) fanOut(rec mesh.Record) {
+	it := liveItem{rec: rec}
+	if data, err := EncodeFrame(&Event{Record: rec}); err == nil {
+		it.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, data)
+	}
+	g.mu.Lock()
+	var slow []*liveMember
+	for mb := range g.members {
+		if !mb.offer(it) {
+			slow = append(slow, mb)
+			delete(g.members, mb)
+		}
+	}
+	g.mu.Unlock()
+	for _, mb := range slow {
+		mb.end(mesh.ErrSlowConsumer)
+	}
+}
+
+// end ends every member with the backend subscription's error.
+func (g *liveGroup) end(e *eventCache) {
+	err := g.sub.Err()
+	if err == nil {
+		err = mesh.ErrClosed
+	}
+	e.mu.Lock()
+	if e.groups[g.key] == g {
+		delete(e.groups, g.key)
+	}
+	g.mu.Lock()
+	g.ended = true
+	members := g.members
+	g.members = map[*liveMember]struct{}{}
+	g.mu.Unlock()
+	e.mu.Unlock()
+	for mb := range members {
+		mb.end(err)
+	}
+}
+
+// offer queues it for mb's connection without waiting, or holds it while
+// mb replays. It reports false when mb is too slow and must end.
+func (mb *liveMember) offer(it liveItem) bool {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.err != nil {
+		return true
+	}
+	c := mb.c
+	if !mb.live {
+		if len(mb.held) >= c.s.cfg.SubscriptionQueue {
+			return false
+		}
+		mb.held = append(mb.held, it)
+		return true
+	}
+	if mb.skip(it.rec) {
+		return true
+	}
+	f, ok := c.liveFrame(it)
+	if !ok {
+		return true
+	}
+	if !c.offer(f, c.s.cfg.SendQueue+c.s.cfg.SubscriptionQueue) {
+		return false
+	}
+	if it.rec.Cursor > mb.last {
+		mb.last = it.rec.Cursor
+	}
+	return true
+}
+
+// skip reports whether the client has rec already: it replayed it, or said
+// it had it (since). A record below the last replayed cursor that was not
+// replayed was stored out of cursor order: late, not a duplicate, so it is
+// still delivered.
+func (mb *liveMember) skip(rec mesh.Record) bool {
+	return mb.seen != nil && (rec.Cursor <= mb.since || mb.seen.has(rec.Cursor))
+}
+
+// end records why mb ended and wakes its pump; only the first call counts.
+func (mb *liveMember) end(err error) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.err != nil {
+		return
+	}
+	mb.err = err
+	mb.held = nil
+	close(mb.ended)
+}
+
+// liveFrame is the frame of a live event for c: the shared encoding, unless
+// c shows the record otherwise (a private record decrypted in local mode).
+func (c *conn) liveFrame(it liveItem) (outFrame, bool) {
+	if r, sealed := c.reveal(it.rec); sealed != "" || r.Env != it.rec.Env || it.pm == nil { // frames_private.go
+		data, err := EncodeFrame(&Event{Record: r, Sealed: sealed})
+		if err != nil {
+			c.log.Error("gateway encode", "type", TypeEvent, "err", err)
+			return outFrame{}, false
+		}
+		return outFrame{data: data}, true
+	}
+	return outFrame{pm: it.pm}, true
+}
+
+// offer queues f unless the queue already holds limit frames; it never
+// waits.
+func (c *conn) offer(f outFrame, limit int) bool {
+	c.qmu.Lock()
+	if len(c.q) >= limit {
+		c.qmu.Unlock()
+		return false
+	}
+	c.q = append(c.q, f)
+	c.qmu.Unlock()
+	select {
+	case c.qready <- struct{}{}:
+	default: // the writer has been told already
+	}
+	return true
 }

@@ -2,12 +2,19 @@ package wsgateway
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"go.uber.org/goleak"
 
@@ -64,7 +71,7 @@ func TestBatchConn(t *testing.T) {
 }
 
 // TestLiveEventsEncodedOnce: every subscriber gets every live record, and
-// the server encoded each record once for all of them.
+// they share one live group, which encodes each record once for all of them.
 func TestLiveEventsEncodedOnce(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	h := start(t, nil)
@@ -98,17 +105,105 @@ func TestLiveEventsEncodedOnce(t *testing.T) {
 			t.Errorf("subscriber %d (-want +got):\n%s", i, diff)
 		}
 	}
+	// One group, one backend subscription, every subscriber in it: each
+	// record was encoded once, by the group, for all of them.
 	h.srv.events.mu.Lock()
-	encoded := 0
-	for _, ce := range h.srv.events.ring {
-		if ce.pm != nil {
-			encoded++
-		}
+	groups := len(h.srv.events.groups)
+	members := 0
+	for _, g := range h.srv.events.groups {
+		g.mu.Lock()
+		members += len(g.members)
+		g.mu.Unlock()
 	}
 	h.srv.events.mu.Unlock()
-	if encoded != msgs {
-		t.Errorf("%d encodings for %d records and %d subscribers, want one per record", encoded, msgs, subs)
+	if groups != 1 || members != subs {
+		t.Errorf("%d live groups with %d members for %d subscribers of one channel, want 1 with %d", groups, members, subs, subs)
 	}
+	h.stop()
+}
+
+// TestSlowMemberAlone: in a live group, a subscriber that stops reading is
+// sent resume and closed (4008) on its own; the group never waits for it,
+// and a subscriber that keeps reading gets every record, in order.
+func TestSlowMemberAlone(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	h := start(t, func(c *Config) { c.SubscriptionQueue = 8; c.SendQueue = 8 })
+	x := ctx(t)
+	h.b.Join(x, "#a")
+	slow := h.dialRaw(t) // subscribes, then never reads
+	if err := slow.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","req":"s","channels":["#a"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	fast := h.dial(t)
+	events, err := fast.Subscribe(x, []string{"#a"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both subscribers in one group", func() bool {
+		h.srv.events.mu.Lock()
+		defer h.srv.events.mu.Unlock()
+		g := h.srv.events.groups["#a"]
+		if g == nil {
+			return false
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.members) == 2
+	})
+	// Each record is sent once the fast subscriber has the one before.
+	content := strings.Repeat("z", 4096)
+	var gotCursors []string
+	send := func() {
+		t.Helper()
+		if _, err := h.b.Send(x, "#a", "msg", content, ""); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range collect(t, events, 1) {
+			gotCursors = append(gotCursors, e.Record.Cursor)
+		}
+	}
+	for h.srv.Stats().SlowSubscribers == 0 {
+		send()
+	}
+	for range 5 { // the group goes on for the fast one
+		send()
+	}
+	var want []string
+	for _, r := range h.b.all("#a") {
+		want = append(want, r.Cursor)
+	}
+	if diff := cmp.Diff(want, gotCursors); diff != "" {
+		t.Errorf("fast subscriber (-want +got):\n%s", diff)
+	}
+	if err := fast.Err(); err != nil {
+		t.Errorf("fast subscriber ended: %v", err)
+	}
+	// The slow one: everything queued before, then resume, then 4008.
+	var last string
+	for {
+		slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, data, err := slow.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != CloseResume {
+				t.Fatalf("slow subscriber: %v, want close %d", err, CloseResume)
+			}
+			break
+		}
+		f, err := DecodeReply(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *Event:
+			last = f.Record.Cursor
+		case *ErrorFrame:
+			if f.Code != CodeResume || f.Cursor != last || last == "" {
+				t.Errorf("slow subscriber: error %q cursor %q, want resume at %q", f.Code, f.Cursor, last)
+			}
+		}
+	}
+	fast.Close()
 	h.stop()
 }
 
@@ -180,4 +275,93 @@ func BenchmarkDecodeEvent(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFanout: one live record to every subscriber over loopback TCP,
+// the server's side of the gateway comparison in bench/. Clients read raw
+// frames and decode nothing, so what differs between versions is the
+// server. cpu-µs/frame is the process's CPU (server and clients) per frame
+// delivered.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchFanout(b, n) })
+	}
+}
+
+func benchFanout(b *testing.B, n int) {
+	be := newMemBackend(b)
+	be.Join(context.Background(), "#a")
+	cfg := DefaultConfig()
+	cfg.Backend = be
+	cfg.MaxConns = n + 16
+	srv, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	var (
+		got  atomic.Int64 // frames after live, all clients
+		wg   sync.WaitGroup
+		wss  []*websocket.Conn
+		live sync.WaitGroup
+		done = make(chan struct{}, 1)
+	)
+	for range n {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wss = append(wss, ws)
+		ws.ReadMessage() // welcome
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","req":"s","channels":["#a"]}`)); err != nil {
+			b.Fatal(err)
+		}
+		live.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seen := 0; ; {
+				if _, _, err := ws.NextReader(); err != nil {
+					return
+				}
+				if seen++; seen == 2 { // ok, live
+					live.Done()
+				} else if seen > 2 && got.Add(1)%int64(n) == 0 {
+					select { // the last frame of a record
+					case done <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	live.Wait()
+	content := strings.Repeat("x", 200)
+	cpu0 := cpuNow()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := be.Send(context.Background(), "#a", "msg", content, ""); err != nil {
+			b.Fatal(err)
+		}
+		<-done
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuNow()-cpu0).Microseconds())/float64(b.N*n), "cpu-µs/frame")
+	srv.Close()
+	<-served
+	for _, ws := range wss {
+		ws.Close()
+	}
+	wg.Wait()
+}
+
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
