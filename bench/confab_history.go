@@ -157,10 +157,15 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	cpu0 := cpuTime()
 	stored, el, err := appendConcurrently(ctx, historyWriters, pick(size, time.Second, 5*time.Second), func(i int) error {
 		_, err := db.Append(ctx, envs[i:i+1])
 		return err
 	}, len(envs))
+	if err == nil {
+		err = waitIndexed(ctx, db)
+	}
+	cpu := cpuTime() - cpu0
 	if err != nil {
 		db.Close()
 		return res, fmt.Errorf("bench: concurrent appends: %w", err)
@@ -168,6 +173,8 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 	res.Add(fmt.Sprintf("synced writes, %d concurrent writers", historyWriters), "writes/s", float64(stored)/el.Seconds(), Higher)
 	st := db.Stats()
 	res.Metrics[len(res.Metrics)-1].Note = fmt.Sprintf("%d envelopes in %d synced commits (%.0f per commit)", st.Appends, st.Syncs, float64(st.Appends)/max(1, float64(st.Syncs)))
+	res.Add(fmt.Sprintf("CPU per append, %d concurrent writers", historyWriters), "µs", us(cpu)/float64(max(1, stored)), Lower)
+	res.Metrics[len(res.Metrics)-1].Note = "process user+sys from the first append until the search index covered every envelope"
 
 	// (c) latest 100 of the channel.
 	lat := make([]float64, 0, 2000)
@@ -193,7 +200,7 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 		return res, err
 	}
 	const batch = 1000
-	stored, start := 0, time.Now()
+	stored, start, cpu0 := 0, time.Now(), cpuTime()
 	for stored+batch <= len(envs) && time.Since(start) < pick(size, time.Second, 5*time.Second) && ctx.Err() == nil {
 		if _, err = db.Append(ctx, envs[stored:stored+batch]); err != nil {
 			break
@@ -201,6 +208,10 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 		stored += batch
 	}
 	el = time.Since(start)
+	if err == nil {
+		err = waitIndexed(ctx, db)
+	}
+	cpu = cpuTime() - cpu0
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -208,61 +219,85 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 		return res, fmt.Errorf("bench: batched appends: %w", err)
 	}
 	res.Add("synced writes, batches of 1000", "writes/s", float64(stored)/el.Seconds(), Higher)
+	res.Add("CPU per append, batches of 1000", "µs", us(cpu)/float64(max(1, stored)), Lower)
+	res.Metrics[len(res.Metrics)-1].Note = "process user+sys from the first append until the search index covered every envelope"
 
 	// (e) catch-up of a node that joins empty.
 	cn := pick(size, 4000, 100000)
-	d, err := measureCatchUp(ctx, envs[:cn])
+	d, cpu, err := measureCatchUp(ctx, envs[:cn])
 	if err != nil {
 		return res, err
 	}
 	res.Add(fmt.Sprintf("catch-up of %d messages", cn), "s", d.Seconds(), Lower)
+	res.Add("catch-up CPU per message", "µs", us(cpu)/float64(cn), Lower)
+	res.Metrics[len(res.Metrics)-1].Note = "process user+sys during the catch-up (both nodes run in this process: A's reads, B's verification and store)"
 	return res, nil
 }
 
-func measureCatchUp(ctx context.Context, envs []*mesh.Envelope) (time.Duration, error) {
+// waitIndexed waits until db's search index covers every stored envelope,
+// so CPU figures include the indexer's work.
+func waitIndexed(ctx context.Context, db *store.DB) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		st := db.Stats()
+		if st.Indexed >= st.LastOffset {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: search index at %d of %d: %w", st.Indexed, st.LastOffset, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// measureCatchUp returns how long node B took to catch up on envs from node
+// A, and the process CPU time it took.
+func measureCatchUp(ctx context.Context, envs []*mesh.Envelope) (time.Duration, time.Duration, error) {
 	a, err := newConfabNode(confabOpts{disk: true})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer a.Close()
 	for i := 0; i < len(envs); i += 1000 {
 		if _, err := a.db.Append(ctx, envs[i:min(i+1000, len(envs))]); err != nil {
-			return 0, fmt.Errorf("bench: catch-up fill: %w", err)
+			return 0, 0, fmt.Errorf("bench: catch-up fill: %w", err)
 		}
 	}
 	if err := a.m.Join(ctx, confabBenchChannel); err != nil {
-		return 0, fmt.Errorf("bench: catch-up join a: %w", err)
+		return 0, 0, fmt.Errorf("bench: catch-up join a: %w", err)
 	}
 	b, err := newConfabNode(confabOpts{disk: true})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer b.Close()
 	if err := b.m.Join(ctx, confabBenchChannel); err != nil {
-		return 0, fmt.Errorf("bench: catch-up join b: %w", err)
+		return 0, 0, fmt.Errorf("bench: catch-up join b: %w", err)
 	}
 	want := uint64(len(envs))
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	if err := connectConfab(ctx, b, a); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
 		hw, err := b.db.HighWater(wctx, confabBenchChannel)
 		if err != nil {
-			return 0, fmt.Errorf("bench: catch-up: %w", err)
+			return 0, 0, fmt.Errorf("bench: catch-up: %w", err)
 		}
 		var have uint64
 		for _, s := range hw {
 			have += s
 		}
 		if have >= want {
-			return time.Since(start), nil
+			return time.Since(start), cpuTime() - cpu0, nil
 		}
 		select {
 		case <-wctx.Done():
-			return 0, fmt.Errorf("bench: catch-up: B holds %d of %d: %w", have, want, wctx.Err())
+			return 0, 0, fmt.Errorf("bench: catch-up: B holds %d of %d: %w", have, want, wctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
