@@ -114,11 +114,12 @@ type private struct {
 	dir  string        // where channel files live; "" = memory only
 	kick chan struct{} // wakes the key refresher
 
-	mu       sync.Mutex // guards chans, pending, sealed, archives
+	mu       sync.Mutex // guards chans, pending, sealed, archives, front
 	chans    map[string]*privChan
 	pending  map[string]*knockWait // session.go: by joiner id
 	sealed   map[string]string     // archive: id -> topic followed without keys
 	archives map[string][]string   // archive: id -> archive peers that may pull it
+	front    Front                 // front.go: the gateway of thin hosts, if any
 }
 
 func newPrivate(stateFile string, log interface{ Warn(string, ...any) }) *private {
@@ -518,17 +519,30 @@ func (m *Mesh) installGrant(e *Envelope) (string, bool, error) {
 		pc = &privChan{ID: g.Channel, Host: e.From, Salt: g.Salt, Session: s.Session, Topic: s.Topic}
 		m.priv.chans[g.Channel] = pc
 	}
-	// Merge: never drop an epoch we hold; take the member list of the grant
-	// unless it is older than what we know.
-	newer := len(pc.Epochs) == 0 || s.Epochs[len(s.Epochs)-1].N >= pc.current().N
+	// Merge: never drop an epoch we hold. Members only join within an
+	// epoch (a removal starts a new one), so a grant of a newer epoch
+	// replaces the member list and one of the same epoch adds to it: a
+	// replayed older grant cannot take members out.
+	var cur uint32
+	if len(pc.Epochs) > 0 {
+		cur = pc.current().N
+	}
+	top := s.Epochs[len(s.Epochs)-1].N
 	for _, k := range s.Epochs {
 		if pc.key(k.N) == nil {
 			pc.Epochs = append(pc.Epochs, k)
 		}
 	}
 	slices.SortFunc(pc.Epochs, func(a, b epochKey) int { return int(int64(a.N) - int64(b.N)) })
-	if newer {
+	switch {
+	case top > cur:
 		pc.Members = slices.Clone(s.Members)
+	case top == cur:
+		for _, mb := range s.Members {
+			if !slices.Contains(pc.Members, mb) && len(pc.Members) < maxPrivMembers {
+				pc.Members = append(pc.Members, mb)
+			}
+		}
 	}
 	return pc.ID, !ok, m.priv.save(pc)
 }
@@ -672,11 +686,15 @@ func (m *Mesh) servePrivate(s network.Stream) {
 	}
 	// A knock may come through a relay (a gateway knocking for a thin
 	// client): it is the joiner's signature that counts, and the grant is
-	// sealed to the joiner, so the relay learns nothing it could use.
+	// sealed to the joiner, so the relay learns nothing it could use. A
+	// grant may be relayed too (a thin host's, front.go): the channel id
+	// binds its host, the box its member. A knock for another peer is for
+	// a thin host this node fronts (front.go).
 	remote := s.Conn().RemotePeer().String()
 	relayed := e.From != remote
+	fronted := e.Kind == KindKnock && e.Channel != "@"+m.self
 	ts := time.UnixMilli(e.TS)
-	if (relayed && e.Kind != KindKnock) || e.Channel != "@"+m.self ||
+	if (relayed && e.Kind != KindKnock && e.Kind != KindGrant) || (e.Channel != "@"+m.self && !fronted) ||
 		ts.Before(now.Add(-m.cfg.pastWindow)) || ts.After(now.Add(m.cfg.futureWindow)) {
 		m.stats.add(&m.stats.RejectedInvalid, 1)
 		_ = s.Reset()
@@ -712,6 +730,10 @@ func (m *Mesh) servePrivate(s network.Stream) {
 		}
 		_ = writeFrame(s, g.Marshal())
 	case KindKnock:
+		if fronted {
+			m.serveFrontKnock(s, e)
+			return
+		}
 		m.serveKnock(s, e)
 	default:
 		_ = s.Reset()

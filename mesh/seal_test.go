@@ -5,12 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/mr-tron/base58"
 )
 
 func testKey(t testing.TB) (crypto.PrivKey, string) {
@@ -135,16 +137,51 @@ func TestSessionKeyRoundTrip(t *testing.T) {
 			t.Errorf("ParseSessionKey(%q) = %v, want ErrBadSessionKey", bad, err)
 		}
 	}
+	if got.Front != "" {
+		t.Fatalf("a key without a front parsed with front %q", got.Front)
+	}
+}
+
+// TestSessionKeyFront: a thin host's key names the node that fronts it;
+// a front equal to the host, or a truncated or padded front, is refused.
+func TestSessionKeyFront(t *testing.T) {
+	_, host := testKey(t)
+	_, front := testKey(t)
+	k := SessionKey{Host: host, Channel: "~0123456789abcdef0123456789abcdef", Secret: bytes.Repeat([]byte{7}, 16), Expiry: time.Unix(1900000000, 0), Front: front}
+	got, err := ParseSessionKey(k.String())
+	if err != nil || got.Front != front || got.Host != host {
+		t.Fatalf("round trip %+v (%v), want front %s", got, err, front)
+	}
+	raw, _ := base58.Decode(strings.TrimPrefix(k.String(), SessionKeyPrefix))
+	self := k
+	self.Front = host
+	for name, b := range map[string][]byte{
+		"front is the host": func() []byte { b, _ := base58.Decode(strings.TrimPrefix(self.String(), SessionKeyPrefix)); return b }(),
+		"truncated front":   raw[:len(raw)-1],
+		"padded front":      append(slices.Clone(raw), 0),
+		"length byte only":  raw[:len(raw)-38], // an Ed25519 peer id is 38 bytes
+	} {
+		if _, err := ParseSessionKey(SessionKeyPrefix + base58.Encode(b)); !errors.Is(err, ErrBadSessionKey) {
+			t.Errorf("%s: %v, want ErrBadSessionKey", name, err)
+		}
+	}
 }
 
 func FuzzParseSessionKey(f *testing.F) {
 	_, host := testKey(f)
 	f.Add(SessionKey{Host: host, Channel: "~0123456789abcdef0123456789abcdef", Secret: make([]byte, 16), Expiry: time.Unix(1, 0)}.String())
+	_, front := testKey(f)
+	f.Add(SessionKey{Host: host, Channel: "~0123456789abcdef0123456789abcdef", Secret: make([]byte, 16), Expiry: time.Unix(1, 0), Front: front}.String())
 	f.Add("cfs1_abc")
 	f.Fuzz(func(t *testing.T, s string) {
 		k, err := ParseSessionKey(s)
-		if err == nil && (!isPrivate(k.Channel) || len(k.Secret) != 16) {
+		if err == nil && (!isPrivate(k.Channel) || len(k.Secret) != 16 || k.Front == k.Host) {
 			t.Fatalf("accepted %q as %+v", s, k)
+		}
+		if err == nil {
+			if again, err := ParseSessionKey(k.String()); err != nil || again.Front != k.Front || again.Host != k.Host {
+				t.Fatalf("%+v does not round-trip: %+v, %v", k, again, err)
+			}
 		}
 	})
 }

@@ -26,7 +26,7 @@ import (
 // snapshot, and a session key. The key is a bearer string that only lets its
 // holder knock:
 //
-//	"cfs1_" + base58(len u8 || host peer id bytes || channel id (16) || knock secret (16) || expiry u64 BE unix s)
+//	"cfs1_" + base58(len u8 || host peer id bytes || channel id (16) || knock secret (16) || expiry u64 BE unix s [|| len u8 || front peer id bytes])
 //
 // It holds no channel key. Joining sends a knock over /confab/private/1: an
 // envelope of kind "knock" (channel "@<host>", stored by both sides, so it
@@ -71,12 +71,15 @@ var (
 	ErrDenied         = errors.New("the host denied the knock")
 	ErrNoKnock        = errors.New("no pending knock from that agent")
 	ErrKnockTimeout   = errors.New("the host did not answer the knock in time")
+	ErrHostOffline    = errors.New("the session's host (a thin client) is not connected to the node that fronts it")
+	ErrHostBusy       = errors.New("the session's host has too many knocks waiting")
 )
 
 var knockCodes = map[string]error{
 	"expired": ErrKeyExpired, "closed": ErrSessionClosed, "unknown_session": ErrUnknownSession,
 	"bad_proof": ErrBadKnock, "replayed": ErrKnockReplayed, "stale": ErrKnockStale,
-	"denied": ErrDenied, "timeout": ErrKnockTimeout,
+	"denied": ErrDenied, "timeout": ErrKnockTimeout, "host_offline": ErrHostOffline,
+	"busy": ErrHostBusy,
 }
 
 func knockCode(err error) string {
@@ -102,6 +105,10 @@ type SessionKey struct {
 	Channel string
 	Secret  []byte
 	Expiry  time.Time
+	// Front, if set, is the peer id of the node that fronts a host with no
+	// libp2p presence (a thin client behind that node's gateway): joiners
+	// send their knock there instead of dialling Host.
+	Front string
 }
 
 // String encodes k.
@@ -114,6 +121,11 @@ func (k SessionKey) String() string {
 	b = append(b, ch...)
 	b = append(b, k.Secret...)
 	b = binary.BigEndian.AppendUint64(b, uint64(k.Expiry.Unix()))
+	if k.Front != "" {
+		fid, _ := peer.Decode(k.Front)
+		b = append(b, byte(len(fid)))
+		b = append(b, fid...)
+	}
 	return SessionKeyPrefix + base58.Encode(b)
 }
 
@@ -128,19 +140,39 @@ func ParseSessionKey(s string) (SessionKey, error) {
 		return SessionKey{}, ErrBadSessionKey
 	}
 	n := int(b[0])
-	if len(b) != 1+n+16+16+8 {
+	if len(b) < 1+n+16+16+8 {
 		return SessionKey{}, ErrBadSessionKey
 	}
-	pid, err := peer.IDFromBytes(b[1 : 1+n])
+	pid, err := keyPeer(b[1 : 1+n])
 	if err != nil {
-		return SessionKey{}, ErrBadSessionKey
-	}
-	if _, err := AuthorKey(pid.String()); err != nil {
-		return SessionKey{}, ErrBadSessionKey
+		return SessionKey{}, err
 	}
 	r := b[1+n:]
-	return SessionKey{Host: pid.String(), Channel: "~" + hex.EncodeToString(r[:16]), Secret: append([]byte(nil), r[16:32]...),
-		Expiry: time.Unix(int64(binary.BigEndian.Uint64(r[32:])), 0)}, nil
+	k := SessionKey{Host: pid.String(), Channel: "~" + hex.EncodeToString(r[:16]), Secret: append([]byte(nil), r[16:32]...),
+		Expiry: time.Unix(int64(binary.BigEndian.Uint64(r[32:40])), 0)}
+	if r = r[40:]; len(r) > 0 { // the optional front: len u8 ‖ peer id
+		if len(r) != 1+int(r[0]) {
+			return SessionKey{}, ErrBadSessionKey
+		}
+		fid, err := keyPeer(r[1:])
+		if err != nil || fid.String() == k.Host {
+			return SessionKey{}, ErrBadSessionKey
+		}
+		k.Front = fid.String()
+	}
+	return k, nil
+}
+
+// keyPeer decodes an Ed25519 peer id of a session key.
+func keyPeer(b []byte) (peer.ID, error) {
+	pid, err := peer.IDFromBytes(b)
+	if err != nil {
+		return "", ErrBadSessionKey
+	}
+	if _, err := AuthorKey(pid.String()); err != nil {
+		return "", ErrBadSessionKey
+	}
+	return pid, nil
 }
 
 // Session is an opened session.
@@ -542,16 +574,20 @@ func (m *Mesh) JoinSession(ctx context.Context, key string, pending func()) (Joi
 	if err != nil {
 		return JoinResult{}, err
 	}
+	to := host
+	if k.Front != "" { // a thin client's session: knock at the node that fronts it
+		to, _ = peer.Decode(k.Front)
+	}
 	var res JoinResult
-	err = m.sendKnock(ctx, host, e, pending, func(s network.Stream) (err error) {
+	err = m.sendKnock(ctx, to, e, pending, func(s network.Stream) (err error) {
 		res, err = m.receiveAdmission(ctx, s, host)
 		return err
 	})
 	return res, err
 }
 
-// sendKnock delivers a signed knock envelope to host and runs the joiner's
-// side of the exchange.
+// sendKnock delivers a signed knock envelope to host (or the node fronting
+// it) and runs the joiner's side of the exchange.
 // approved runs on the stream once the host approved.
 func (m *Mesh) sendKnock(ctx context.Context, host peer.ID, e *Envelope, pending func(), approved func(network.Stream) error) error {
 	h := m.node.Host()
@@ -700,7 +736,11 @@ const (
 // admitted the joiner; an error from deliver resets the stream, and the
 // host takes the joiner out again. It returns the number of backlog
 // envelopes. A refusal wraps the errors of JoinSession.
-func (m *Mesh) RelayKnock(ctx context.Context, knock *Envelope, pending func(), deliver func(grant *Envelope, page []*Envelope, done bool) error) (int, error) {
+//
+// front is the node that fronts the host (SessionKey.Front), "" to dial
+// the host itself; a host fronted by this very node is served here
+// (Front).
+func (m *Mesh) RelayKnock(ctx context.Context, knock *Envelope, front string, pending func(), deliver func(grant *Envelope, page []*Envelope, done bool) error) (int, error) {
 	host, err := KnockHost(knock)
 	if err != nil {
 		return 0, err
@@ -708,8 +748,18 @@ func (m *Mesh) RelayKnock(ctx context.Context, knock *Envelope, pending func(), 
 	if knock.From == m.self || host.String() == m.self {
 		return 0, fmt.Errorf("mesh: relay knock: %w: the knock is this node's own or for it", ErrMalformed)
 	}
+	to := host
+	if front != "" {
+		if to, err = peer.Decode(front); err != nil {
+			return 0, fmt.Errorf("mesh: relay knock: %w: front %q", ErrMalformed, trunc(front))
+		}
+	}
+	if f := m.priv.getFront(); f != nil && (to.String() == m.self || f.Fronts(host.String())) {
+		sink := &relaySink{onPending: pending, deliver: deliver}
+		return m.frontKnock(ctx, f, host.String(), knock, sink)
+	}
 	n := 0
-	err = m.sendKnock(ctx, host, knock, pending, func(s network.Stream) (err error) {
+	err = m.sendKnock(ctx, to, knock, pending, func(s network.Stream) (err error) {
 		n, err = relayAdmission(s, host, knock.From, deliver)
 		if err != nil {
 			_ = s.Reset()
@@ -717,6 +767,18 @@ func (m *Mesh) RelayKnock(ctx context.Context, knock *Envelope, pending func(), 
 		return err
 	})
 	return n, err
+}
+
+// relayedGrant checks a grant a relay passes on: signed by host (the
+// channel id binds it, so no one else can grant it), for joiner. The box
+// is sealed to the joiner; a relay cannot open it.
+func relayedGrant(g *Envelope, host, joiner string) (wireGrant, error) {
+	var wg wireGrant
+	if json.Unmarshal([]byte(g.Content), &wg) != nil || g.From != host || g.Kind != KindGrant || g.Channel != "@"+joiner ||
+		!isPrivate(wg.Channel) || privID(g.From, wg.Salt) != wg.Channel {
+		return wg, fmt.Errorf("%w: bad grant", ErrMalformed)
+	}
+	return wg, nil
 }
 
 // relayAdmission reads the grant and the backlog after approval and hands
@@ -732,11 +794,10 @@ func relayAdmission(s network.Stream, host peer.ID, joiner string, deliver func(
 	}
 	var wg wireGrant
 	if err == nil {
-		err = json.Unmarshal([]byte(g.Content), &wg)
+		wg, err = relayedGrant(g, host.String(), joiner)
 	}
-	if err != nil || g.From != host.String() || g.Kind != KindGrant || g.Channel != "@"+joiner ||
-		!isPrivate(wg.Channel) || privID(g.From, wg.Salt) != wg.Channel {
-		return 0, fmt.Errorf("mesh: relay admission: %w: bad grant", ErrMalformed)
+	if err != nil {
+		return 0, fmt.Errorf("mesh: relay admission: %w", err)
 	}
 	var page []*Envelope
 	n, size := 0, 0

@@ -192,12 +192,11 @@ func (k *ChannelKeys) Encrypt(from, replyTo, kind, text string) (string, error) 
 
 // HostedSession is the host's side of a session opened by a thin client
 // (a key, no node): the channel keys, the knock secret, the nonces seen and
-// the member list, all in the client. Only the pure parts exist so far:
-// routing knocks to a peer with no libp2p presence is not built (see
-// docs/private.md, "Opening and approving as a thin host"). Not safe for
-// concurrent use. Its state is in memory only: a client that restarts
-// forgets the nonces, so it must persist them itself (or close the
-// session) before accepting knocks again.
+// the member list, all in the client. The node whose gateway the client
+// uses fronts it (Front, front.go): joiners knock there and the client
+// decides (wsgateway.Client.OpenSession). Not safe for concurrent use.
+// Its state is in memory only: a client that restarts forgets the nonces
+// and keys, so its session ends with it (joiners get host_offline).
 type HostedSession struct {
 	Keys   *ChannelKeys
 	Key    string    // the session key to hand to joiners: it only knocks
@@ -208,9 +207,11 @@ type HostedSession struct {
 
 // NewHostedSession opens a session hosted by priv's owner about topic,
 // with a key valid for ttl (DefaultSessionTTL if 0): a fresh channel id
-// bound to the host, epoch 1 and a knock secret, all random. The host
-// posts the context itself (Keys.Encrypt, sign, publish).
-func NewHostedSession(priv crypto.PrivKey, topic string, ttl time.Duration, now time.Time) (*HostedSession, error) {
+// bound to the host, epoch 1 and a knock secret, all random. front is the
+// peer id of the node whose gateway the host is connected to: joiners
+// knock there (the key carries it; "" for a host joiners can dial). The
+// host posts the context itself (Keys.Encrypt, sign, publish).
+func NewHostedSession(priv crypto.PrivKey, topic string, ttl time.Duration, now time.Time, front string) (*HostedSession, error) {
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
@@ -222,13 +223,18 @@ func NewHostedSession(priv crypto.PrivKey, topic string, ttl time.Duration, now 
 		return nil, fmt.Errorf("mesh: session: host key must be ed25519: %v", err)
 	}
 	host := pid.String()
+	if front != "" {
+		if _, err := AuthorKey(front); err != nil || front == host {
+			return nil, fmt.Errorf("mesh: session: front %q: %w", trunc(front), ErrMalformed)
+		}
+	}
 	salt := make([]byte, 16)
 	rand.Read(salt)
 	exp := now.Add(ttl).Truncate(time.Second)
 	s := &HostedSession{salt: salt, Expiry: exp, sess: hostSession{Secret: make([]byte, 16), Expiry: exp.Unix(), Nonces: map[string]int64{}}}
 	rand.Read(s.sess.Secret)
 	s.Keys = &ChannelKeys{ID: privID(host, salt), Host: host, Session: true, Topic: topic, Members: []string{host}, epochs: []epochKey{newEpoch(1)}}
-	s.Key = SessionKey{Host: host, Channel: s.Keys.ID, Secret: s.sess.Secret, Expiry: exp}.String()
+	s.Key = SessionKey{Host: host, Channel: s.Keys.ID, Secret: s.sess.Secret, Expiry: exp, Front: front}.String()
 	return s, nil
 }
 
@@ -280,6 +286,24 @@ func (s *HostedSession) Grant(priv crypto.PrivKey, name, member string, now time
 		return nil, fmt.Errorf("mesh: grant: %w", err)
 	}
 	return e, nil
+}
+
+// MemberGrants returns fresh grants for every member but the host and
+// except (the member just granted), so they learn the member list; a
+// fronting node pushes them (FrontAnswer.Grants). At most maxFrontGrants.
+func (s *HostedSession) MemberGrants(priv crypto.PrivKey, name, except string, now time.Time) ([]*Envelope, error) {
+	var gs []*Envelope
+	for _, mb := range s.Keys.Members {
+		if mb == s.Keys.Host || mb == except || len(gs) == maxFrontGrants {
+			continue
+		}
+		g, err := s.Grant(priv, name, mb, now)
+		if err != nil {
+			return nil, err
+		}
+		gs = append(gs, g)
+	}
+	return gs, nil
 }
 
 // Close revokes the session key: later knocks get ErrSessionClosed.

@@ -36,7 +36,7 @@ func relayKnock(ctx context.Context, relay *mesh.Mesh, knock *mesh.Envelope) (<-
 	pending := make(chan struct{})
 	go func() {
 		r := &relayed{}
-		r.n, r.err = relay.RelayKnock(ctx, knock, func() { close(pending) }, func(g *mesh.Envelope, page []*mesh.Envelope, done bool) error {
+		r.n, r.err = relay.RelayKnock(ctx, knock, "", func() { close(pending) }, func(g *mesh.Envelope, page []*mesh.Envelope, done bool) error {
 			r.grant = g
 			r.raw.Write(g.Marshal())
 			for _, e := range page {
@@ -176,7 +176,7 @@ func TestThinKnockThroughRelay(t *testing.T) {
 	// A knock whose content was changed after signing never leaves the relay.
 	k4, _ := mesh.NewKnock(thinKey, "thin", sess.Key, time.Now())
 	k4.Content = strings.Replace(k4.Content, `"v":1`, `"v":1 `, 1)
-	if _, err := relay.mesh.RelayKnock(ctx, k4, nil, nil); err == nil {
+	if _, err := relay.mesh.RelayKnock(ctx, k4, "", nil, nil); err == nil {
 		t.Fatal("relayed a tampered knock")
 	}
 	if err := host.mesh.CloseSession(ctx, sess.Channel.ID); err != nil {
@@ -236,7 +236,7 @@ func TestThinHostServesKnock(t *testing.T) {
 	t.Cleanup(func() { front.Close() })
 	hostID := front.ID().String()
 
-	hosted, err := mesh.NewHostedSession(hk, "thin hosted", 0, time.Now())
+	hosted, err := mesh.NewHostedSession(hk, "thin hosted", 0, time.Now(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,10 +75,23 @@ var _ wsgateway.KnockRelayBackend = (*backend)(nil)
 // to its host and hands back the grant sealed to the client and the
 // backlog as ciphertext: the rendezvous holds no key for it and stores
 // nothing of it.
-func (b *backend) RelayKnock(ctx context.Context, knock *mesh.Envelope, pending func(), deliver func(*mesh.Envelope, []*mesh.Envelope, bool) error) (int, error) {
+func (b *backend) RelayKnock(ctx context.Context, knock *mesh.Envelope, front string, pending func(), deliver func(*mesh.Envelope, []*mesh.Envelope, bool) error) (int, error) {
 	kb, ok := b.Backend.(wsgateway.KnockRelayBackend)
 	if !ok {
 		return 0, &wsgateway.Error{Code: wsgateway.CodeUnsupported, Message: "this rendezvous does not relay session knocks"}
 	}
-	return kb.RelayKnock(ctx, knock, pending, deliver)
+	return kb.RelayKnock(ctx, knock, front, pending, deliver)
+}
+
+var _ wsgateway.SealedBackend = (*backend)(nil)
+
+// JoinSealed archives a thin host's session without its keys
+// (private_follow): the rendezvous stores its ciphertext and serves it as
+// the backlog of the knocks it fronts.
+func (b *backend) JoinSealed(ctx context.Context, id, topic string) error {
+	sb, ok := b.Backend.(wsgateway.SealedBackend)
+	if !ok {
+		return &wsgateway.Error{Code: wsgateway.CodeUnsupported, Message: "this rendezvous does not follow private channels"}
+	}
+	return sb.JoinSealed(ctx, id, topic)
 }

@@ -137,6 +137,7 @@ func (r *Rendezvous) startGateway() error {
 		return fmt.Errorf("rendezvous: gateway: %w", err)
 	}
 	r.gw = gw
+	r.mesh.SetFront(gw) // knocks for thin hosts go to their connections
 	ln, err := net.Listen("tcp", r.cfg.WS)
 	if err != nil {
 		return fmt.Errorf("rendezvous: gateway listen %s: %w", r.cfg.WS, err)

@@ -113,7 +113,7 @@ func knockAsync(t *testing.T, c *wsgateway.Client, k crypto.PrivKey, knock *mesh
 	out := make(chan knockResult, 1)
 	pending := make(chan struct{})
 	go func() {
-		s, err := c.SendKnock(ctx(t), k, knock, 20*time.Second, func() { close(pending) })
+		s, err := c.SendKnock(ctx(t), k, knock, "", 20*time.Second, func() { close(pending) })
 		out <- knockResult{s, err}
 	}()
 	return out, pending
@@ -240,19 +240,7 @@ func TestThinClientKnocksThroughGateway(t *testing.T) {
 	}
 	reply := "toucan from the thin member"
 	secrets = append(secrets, reply)
-	content, err := j.s.Keys.Encrypt(self, "", "msg", reply)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := c.NextSeq(ctx(t), id, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &mesh.Envelope{Channel: id, Name: "thin", Seq: n, TS: time.Now().UnixMilli(), Kind: mesh.KindEncrypted, Content: content}
-	if err := env.Sign(k); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Publish(ctx(t), env); err != nil {
+	if _, err := c.PublishPrivate(ctx(t), k, "thin", j.s.Keys, "msg", reply); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the host stores the thin member's message", func() bool {

@@ -40,6 +40,8 @@ type Client struct {
 
 	wmu sync.Mutex // serialises writes on ws; never taken while holding mu
 
+	hosts thinHosts // sessions this client hosts (client_host.go)
+
 	mu      sync.Mutex // guards the fields below
 	next    uint64
 	pending map[string]chan Frame
@@ -176,6 +178,8 @@ func (c *Client) readLoop() {
 		switch f := f.(type) {
 		case *Event:
 			c.deliver(f)
+		case *HostKnock:
+			c.hosts.knock(c, f) // client_host.go
 		case *Live, *Pong, *Welcome:
 		default:
 			c.dispatch(f)

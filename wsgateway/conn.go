@@ -64,6 +64,7 @@ type conn struct {
 	limiter *rate.Limiter // the identity's request rate
 
 	joins atomic.Int32 // session joins in flight (frames_private.go)
+	front frontConn    // knocks waiting for this thin host's decision (frames_host.go)
 
 	// The send queue: a slice that grows with use up to cfg.SendQueue and is
 	// dropped again once drained, so an idle connection holds no queue.
@@ -393,6 +394,10 @@ func (c *conn) handle(ctx context.Context, f Frame) error {
 		return c.sessionJoin(ctx, f) // frames_private.go: answered by its own goroutine
 	case *SessionKnockRequest:
 		return c.sessionKnock(ctx, f) // frames_knock.go: relayed by its own goroutine
+	case *PrivateFollowRequest:
+		return c.privateFollow(ctx, f) // frames_host.go
+	case *SessionDecideRequest:
+		return c.sessionDecide(ctx, f) // frames_host.go
 	case *Unsubscribe:
 		if c.sub != nil {
 			c.sub.cancel()

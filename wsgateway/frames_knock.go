@@ -39,6 +39,9 @@ type SessionKnockRequest struct {
 	Req   string         `json:"req"`
 	Knock *mesh.Envelope `json:"knock"`
 	Wait  int            `json:"wait,omitempty"`
+	// Front is the session key's front (mesh.SessionKey.Front): the node
+	// that fronts a thin host, where the knock goes instead of the host.
+	Front string `json:"front,omitempty"`
 }
 
 // SessionBacklog is one page of an approved knock's backlog: envelopes of
@@ -65,10 +68,16 @@ func (*SessionKnockReply) Type() string   { return TypeSessionKnock }
 // thin clients (FromMesh's adapter: mesh.Mesh.RelayKnock). Without it
 // session_knock is answered with unsupported.
 type KnockRelayBackend interface {
-	RelayKnock(ctx context.Context, knock *mesh.Envelope, pending func(), deliver func(grant *mesh.Envelope, page []*mesh.Envelope, done bool) error) (int, error)
+	RelayKnock(ctx context.Context, knock *mesh.Envelope, front string, pending func(), deliver func(grant *mesh.Envelope, page []*mesh.Envelope, done bool) error) (int, error)
 }
 
 var _ KnockRelayBackend = meshBackend{}
+
+// validPeerID reports whether s is an Ed25519 peer id (an author).
+func validPeerID(s string) bool {
+	_, err := mesh.AuthorKey(s)
+	return err == nil
+}
 
 func validateKnockRequest(f *SessionKnockRequest) *Error {
 	switch {
@@ -78,6 +87,8 @@ func validateKnockRequest(f *SessionKnockRequest) *Error {
 		return errorf(CodeBadFrame, "session_knock: envelope kind %q is not %q", trunc(f.Knock.Kind), mesh.KindKnock)
 	case f.Wait < 0 || f.Wait > MaxJoinWait:
 		return errorf(CodeBadFrame, "session_knock: wait must be 0..%d seconds", MaxJoinWait)
+	case f.Front != "" && (len(f.Front) > maxAgentArg || !validPeerID(f.Front)):
+		return errorf(CodeBadFrame, "session_knock: front must be an Ed25519 peer id")
 	case f.Wait == 0:
 		f.Wait = defaultJoinWaitSec
 	}
@@ -128,7 +139,7 @@ func (c *conn) sessionKnock(ctx context.Context, f *SessionKnockRequest) error {
 		jctx, cancel := context.WithTimeout(ctx, time.Duration(f.Wait)*time.Second)
 		defer cancel()
 		n := 0
-		_, err := b.RelayKnock(jctx, f.Knock, func() { _ = c.send(jctx, &SessionPending{Req: f.Req}) },
+		_, err := b.RelayKnock(jctx, f.Knock, f.Front, func() { _ = c.send(jctx, &SessionPending{Req: f.Req}) },
 			func(grant *mesh.Envelope, page []*mesh.Envelope, done bool) error {
 				if len(page) > 0 {
 					n += len(page)
@@ -185,12 +196,14 @@ func (c *Client) KnockSession(ctx context.Context, key crypto.PrivKey, name, ses
 		}
 		return ThinSession{}, err
 	}
-	return c.SendKnock(ctx, key, knock, wait, pending)
+	k, _ := mesh.ParseSessionKey(sessionKey) // NewKnock parsed it
+	return c.SendKnock(ctx, key, knock, k.Front, wait, pending)
 }
 
 // SendKnock is KnockSession with a knock already built and signed by key
-// (mesh.NewKnock); sending one twice is a replay, which the host refuses.
-func (c *Client) SendKnock(ctx context.Context, key crypto.PrivKey, knock *mesh.Envelope, wait time.Duration, pending func()) (ThinSession, error) {
+// (mesh.NewKnock) and the session key's front; sending one twice is a
+// replay, which the host refuses.
+func (c *Client) SendKnock(ctx context.Context, key crypto.PrivKey, knock *mesh.Envelope, front string, wait time.Duration, pending func()) (ThinSession, error) {
 	host, err := mesh.KnockHost(knock)
 	if err != nil {
 		return ThinSession{}, err
@@ -201,7 +214,7 @@ func (c *Client) SendKnock(ctx context.Context, key crypto.PrivKey, knock *mesh.
 	if err != nil {
 		return ThinSession{}, err
 	}
-	f := &SessionKnockRequest{Req: req, Knock: knock, Wait: int((wait + time.Second - 1) / time.Second)}
+	f := &SessionKnockRequest{Req: req, Knock: knock, Front: front, Wait: int((wait + time.Second - 1) / time.Second)}
 	if err := c.write(ctx, f); err != nil {
 		c.forget(req)
 		return ThinSession{}, err

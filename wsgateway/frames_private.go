@@ -57,7 +57,7 @@ const (
 	CodeDenied         = "denied"          // the host denied the knock
 	CodeKnockTimeout   = "knock_timeout"   // no decision in time
 	CodeNoKnock        = "no_knock"        // no pending knock from that agent
-	CodeBusy           = "busy"            // too many session joins in flight on this connection
+	CodeBusy           = "busy"            // too many session joins in flight on this connection, or too many knocks waiting for a thin host
 )
 
 // Limits of the private frames.
@@ -316,6 +316,10 @@ func newPrivateRequest(typ string) Frame {
 		return &KnocksRequest{}
 	case TypeSessionKnock:
 		return &SessionKnockRequest{} // frames_knock.go
+	case TypePrivateFollow:
+		return &PrivateFollowRequest{} // frames_host.go
+	case TypeSessionDecide:
+		return &SessionDecideRequest{}
 	}
 	return nil
 }
@@ -340,6 +344,10 @@ func newPrivateReply(typ string) Frame {
 		return &SessionKnockReply{} // frames_knock.go
 	case TypeSessionBacklog:
 		return &SessionBacklog{}
+	case TypeHostKnock:
+		return &HostKnock{} // frames_host.go
+	case TypeSessionDecide:
+		return &SessionDecideReply{}
 	}
 	return nil
 }
@@ -364,6 +372,9 @@ func needPrivate(ch string) *Error {
 }
 
 func validatePrivateRequest(f Frame) (*Error, bool) {
+	if err, ok := validateHostRequest(f); ok { // frames_host.go
+		return err, true
+	}
 	switch f := f.(type) {
 	case *PrivateCreateRequest:
 		if f.Name != "" {
@@ -420,6 +431,9 @@ func validatePrivateRequest(f Frame) (*Error, bool) {
 
 func validatePrivateReply(f Frame) (*Error, bool) {
 	if err, ok := validateKnockReply(f); ok { // frames_knock.go
+		return err, true
+	}
+	if err, ok := validateHostReply(f); ok { // frames_host.go
 		return err, true
 	}
 	switch f := f.(type) {
@@ -506,7 +520,7 @@ func privateReq(f Frame) string {
 	case *SessionKnockReply:
 		return f.Req
 	}
-	return ""
+	return hostReq(f) // frames_host.go
 }
 
 // privateCode maps the errors of private channels and sessions to codes.
@@ -522,7 +536,7 @@ func privateCode(err error) string {
 		{mesh.ErrUnknownSession, CodeUnknownSession}, {mesh.ErrBadKnock, CodeBadKnock},
 		{mesh.ErrKnockReplayed, CodeKnockReplayed}, {mesh.ErrKnockStale, CodeKnockStale},
 		{mesh.ErrDenied, CodeDenied}, {mesh.ErrKnockTimeout, CodeKnockTimeout},
-		{mesh.ErrNoKnock, CodeNoKnock},
+		{mesh.ErrNoKnock, CodeNoKnock}, {mesh.ErrHostOffline, CodeHostOffline}, {mesh.ErrHostBusy, CodeBusy},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code
