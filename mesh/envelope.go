@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
-	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -145,72 +143,14 @@ func (e *Envelope) Validate() error {
 	return nil
 }
 
-// AuthorKey returns the Ed25519 public key embedded in a peer id.
+// AuthorKey returns the Ed25519 public key embedded in a peer id. Decoded
+// keys are cached (bounded; see lookupAuthor).
 func AuthorKey(from string) (crypto.PubKey, error) {
-	c := authorKeys.Load()
-	if v, ok := c.m.Load(from); ok {
-		return v.(crypto.PubKey), nil
-	}
-	if len(from) > 64 {
-		return nil, fmt.Errorf("%w: from", ErrMalformed)
-	}
-	pid, err := peer.Decode(from)
+	a, err := lookupAuthor(from)
 	if err != nil {
-		return nil, fmt.Errorf("%w: from: %v", ErrMalformed, err)
+		return nil, err
 	}
-	pub, err := pid.ExtractPublicKey()
-	if err != nil || pub.Type() != crypto.Ed25519 {
-		return nil, fmt.Errorf("%w: from is not an ed25519 peer id", ErrMalformed)
-	}
-	if c.n.Add(1) > maxAuthorKeys {
-		authorKeys.CompareAndSwap(c, new(authorKeyCache)) // start over
-	} else {
-		c.m.Store(from, pub)
-	}
-	return pub, nil
-}
-
-// authorKeys caches AuthorKey's successes. A peer id always decodes to the
-// same key, and decoding it (base58, multihash, protobuf) costs a few
-// microseconds, paid two or three times per envelope on every hop (Validate,
-// Verify, the store's checks): a tenth of catch-up's CPU besides the
-// signature itself. Bounded by maxAuthorKeys: a full cache is replaced by an
-// empty one.
-var authorKeys atomic.Pointer[authorKeyCache]
-
-const maxAuthorKeys = 4096
-
-type authorKeyCache struct {
-	m sync.Map // peer id string -> crypto.PubKey
-	n atomic.Int64
-}
-
-func init() { authorKeys.Store(new(authorKeyCache)) }
-
-// Verify validates the envelope, checks that ID is the hash of its signed
-// bytes and that Sig is the author's signature over them. Every hop calls it
-// before it forwards, stores or shows an envelope.
-func (e *Envelope) Verify() error {
-	if err := e.Validate(); err != nil {
-		return err
-	}
-	pub, err := AuthorKey(e.From)
-	if err != nil {
-		return err
-	}
-	if len(e.Sig) != ed25519.SignatureSize {
-		return fmt.Errorf("%w: length %d", ErrBadSig, len(e.Sig))
-	}
-	b := e.SigningBytes()
-	sum := sha256.Sum256(b)
-	if e.ID != hex.EncodeToString(sum[:]) {
-		return fmt.Errorf("%w: id does not match content", ErrBadSig)
-	}
-	ok, err := pub.Verify(b, e.Sig)
-	if err != nil || !ok {
-		return ErrBadSig
-	}
-	return nil
+	return a.pub, nil
 }
 
 // Marshal returns the binary wire form: SigningBytes followed by the 64-byte
