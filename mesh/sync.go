@@ -43,10 +43,12 @@ const (
 // Catch-up verification pipeline: envelopes are verified in chunks by
 // GOMAXPROCS workers while the stream is read, and fed to the channel loop
 // in stream order; at most syncChunksAhead chunks wait (back-pressure on the
-// stream).
+// stream). Each chunk's signatures are checked as one batch (VerifyBatch):
+// ~18 µs of CPU per envelope in batches of 128 against ~20 in batches of 64
+// and ~37 one by one (BenchmarkVerify).
 const (
-	syncChunk       = 64
-	syncChunksAhead = 64
+	syncChunk       = 128
+	syncChunksAhead = 32
 )
 
 // SyncRequest asks a peer for a channel's envelopes past the requester's
@@ -255,8 +257,12 @@ func (v *syncVerifier) work() {
 	defer v.wg.Done()
 	for j := range v.jobs {
 		j.bad = len(j.envs)
+		errs := VerifyBatch(j.envs) // one batch; alone only if it fails
 		for i, e := range j.envs {
-			err := e.Verify()
+			var err error
+			if errs != nil {
+				err = errs[i]
+			}
 			if err == nil && e.Channel != v.c.name {
 				err = fmt.Errorf("%w: envelope of %s", ErrBadChannel, e.Channel)
 			}
