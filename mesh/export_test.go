@@ -24,3 +24,17 @@ func ResendKnock(ctx context.Context, m *Mesh, host string, e *Envelope) (JoinRe
 	})
 	return res, err
 }
+
+// GrantFor returns host's current grant of private channel id for member.
+func GrantFor(host *Mesh, id, member string) (*Envelope, error) { return host.grantFor(id, member) }
+
+// RelayGrant sends a grant signed by someone else from via to member over
+// /confab/private/1 (what a node fronting a thin host does) and returns
+// the member's answer byte.
+func RelayGrant(ctx context.Context, via *Mesh, member string, g *Envelope) (byte, error) {
+	pid, err := peer.Decode(member)
+	if err != nil {
+		return 0, err
+	}
+	return via.sendEnvelope(ctx, pid, privateProtocol, "confab-private", privTimeout, g)
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -412,6 +413,59 @@ func TestPrivateRemoveRotatesKey(t *testing.T) {
 		if _, err := m.db.Get(ctx, stale.Env.ID); err == nil {
 			t.Fatalf("%s stored a removed member's post", m.mesh.Info().Name)
 		}
+	}
+}
+
+// TestRelayedGrantOnlyAddsMembers: a grant may arrive relayed (a node
+// fronting a thin host pushes the host's grants); a replayed older grant
+// of the same epoch does not take members out of the member's list.
+func TestRelayedGrantOnlyAddsMembers(t *testing.T) {
+	ctx := context.Background()
+	host := startAgentWith(t, t.TempDir(), "host", noMDNS)
+	a := startAgentWith(t, t.TempDir(), "ana", noMDNS)
+	b := startAgentWith(t, t.TempDir(), "bob", noMDNS)
+	relay := startAgentWith(t, t.TempDir(), "relay", noMDNS)
+	connect(t, a.node, host.node)
+	connect(t, b.node, host.node)
+	connect(t, relay.node, a.node)
+	pc, err := host.mesh.CreatePrivate(ctx, "#team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anaID, bobID := a.mesh.Info().ID, b.mesh.Info().ID
+	if err := host.mesh.Invite(ctx, "#team", "@"+anaID); err != nil {
+		t.Fatal(err)
+	}
+	old, err := mesh.GrantFor(host.mesh, pc.ID, anaID) // members: host, ana
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.mesh.Invite(ctx, "#team", "@"+bobID); err != nil {
+		t.Fatal(err)
+	}
+	members := func() []string {
+		p, err := a.mesh.Private(pc.ID)
+		if err != nil {
+			return nil
+		}
+		return p.Members
+	}
+	waitFor(t, 20*time.Second, "ana learns bob", func() bool { return slices.Contains(members(), bobID) })
+	ack, err := mesh.RelayGrant(ctx, relay.mesh, anaID, old)
+	if err != nil || ack != 0 {
+		t.Fatalf("relayed grant: ack %d, %v; want accepted", ack, err)
+	}
+	if got := members(); !slices.Contains(got, bobID) || !slices.Contains(got, anaID) {
+		t.Fatalf("after the replayed older grant ana's members are %v", got)
+	}
+	// A relayed grant signed by someone who is not the channel's host is refused.
+	forged := *old
+	forged.Sig = nil
+	if err := forged.Sign(relay.node.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := mesh.RelayGrant(ctx, relay.mesh, anaID, &forged); err == nil && ack == 0 {
+		t.Fatal("a grant re-signed by the relay was accepted")
 	}
 }
 
