@@ -125,6 +125,7 @@ type gwGroup struct {
 	clients []*wsgateway.Client
 	pubKey  crypto.PrivKey
 	seq     uint64
+	ackMS   []float64 // publish→ack of every Publish
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -198,12 +199,18 @@ func (g *gwGroup) Publish(ctx context.Context, p []byte) error {
 	if err := e.Sign(g.pubKey); err != nil {
 		return err
 	}
+	start := time.Now()
 	if _, err := g.clients[0].Publish(ctx, e); err != nil {
 		return fmt.Errorf("bench: gateway publish seq %d: %w", g.seq, err)
 	}
+	g.ackMS = append(g.ackMS, float64(time.Since(start))/1e6)
 	g.seq++
 	return nil
 }
+
+// acks returns the publish→ack latencies in ms (Publish is called from one
+// goroutine, and acks after it returns).
+func (g *gwGroup) acks() []float64 { return g.ackMS }
 
 func (g *gwGroup) Close() error {
 	g.once.Do(func() {

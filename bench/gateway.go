@@ -108,6 +108,11 @@ func measureFanout(ctx context.Context, size Size, setup channelSetup, res *Resu
 		if !ok {
 			res.Metrics[len(res.Metrics)-1].Note = fmt.Sprintf("only %d of %d deliveries arrived", len(lat), msgs*clients)
 		}
+		if a, ok := g.(interface{ acks() []float64 }); ok && len(a.acks()) > 0 {
+			// What a fan-out waits for before it starts (confab: verify,
+			// synced store write, ack), as the publisher sees it.
+			res.Add(fmt.Sprintf("%d clients: publish→ack p50", clients), "ms", percentile(a.acks(), 50), Lower)
+		}
 		// The whole process's CPU while publishing: server, publisher and
 		// every client, divided by the frames delivered.
 		res.Add(fmt.Sprintf("%d clients: CPU per delivered frame (server and clients)", clients), "µs",
