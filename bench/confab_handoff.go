@@ -86,9 +86,9 @@ func runConfabBundle(ctx context.Context, size Size) (Result, error) {
 	if err := b.Host().Connect(ctx, a.Host().Peerstore().PeerInfo(a.ID())); err != nil {
 		return res, fmt.Errorf("bench: bundle connect: %w", err)
 	}
-	start := time.Now()
+	c0, start := cpuTime(), time.Now()
 	path, err := bundle.Fetch(ctx, b.Host(), a.ID(), offer, recvDir, nil)
-	d := time.Since(start)
+	d, cpu := time.Since(start), cpuTime()-c0
 	if err != nil {
 		return res, fmt.Errorf("bench: bundle fetch: %w", err)
 	}
@@ -96,6 +96,7 @@ func runConfabBundle(ctx context.Context, size Size) (Result, error) {
 		return res, fmt.Errorf("bench: bundle fetched file %s: %v", path, err)
 	}
 	res.Add(fmt.Sprintf("throughput, %d MiB", total>>20), "GB/s", float64(total)/d.Seconds()/1e9, Higher)
+	addCPUPerGiB(&res, cpu, total)
 	return res, nil
 }
 
