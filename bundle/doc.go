@@ -31,7 +31,8 @@
 // retries) or "bad-request". The sender serves only hashes it offered to the
 // requesting peer; an unknown hash and a hash offered to someone else get the
 // same answer. The receiver appends to <store>/incoming/<hash>.part and, after
-// a broken stream or a restart, asks again from the .part's size; it hashes
+// a broken stream or a restart, asks again from the .part's size (cut back to
+// a multiple of 4 KiB, see below); it hashes
 // the existing prefix from disk first, so the final check covers every byte.
 // Only when size and sha256 equal the offer is the file renamed to
 // <store>/<hash>.
@@ -46,10 +47,17 @@
 //     a fixed ring of ChunkSize (1 MiB) buffers: the sender reads the file
 //     ahead on a second goroutine (3 buffers), the receiver reads the stream
 //     on a second goroutine while its Fetch goroutine writes each chunk and
-//     starts its writeback and a third hashes it (4 buffers), so the disk and the hash
-//     overlap the transfer and the final fsync finds little left to write.
-//     The libp2p muxer adds its own bounded window (yamux: at most 16 MiB
-//     per stream).
+//     a third hashes it (4 buffers), so the disk and the hash overlap the
+//     transfer. The receiver writes with O_DIRECT where the file system
+//     allows it (Linux; partwriter.go): the kernel copies nothing into the
+//     page cache, the disk works while the stream runs, and the final fsync
+//     has only metadata and the device cache left. Unaligned writes (the
+//     last chunk's tail) and file systems that refuse O_DIRECT go through the
+//     page cache with writeback started every 8 MiB. To keep resumed
+//     transfers aligned, a stream that breaks mid-chunk keeps only whole
+//     4 KiB blocks of that chunk, and a .part from an earlier process is cut
+//     back to a multiple of 4 KiB before it is hashed. The libp2p muxer adds
+//     its own bounded window (yamux: at most 16 MiB per stream).
 //   - Per peer, the server runs at most DefaultMaxPerPeer (2) transfers at once
 //     and at most DefaultMaxPeerBytes (4 GiB) still to send over them
 //     (WithMaxPerPeer, WithMaxPeerBytes).

@@ -500,10 +500,11 @@ func Fetch(ctx context.Context, h host.Host, from peer.ID, offer *Offer, storeDi
 	}
 
 	ring := newRing(recvBuffers)
+	pw := newPartWriter(f, done)
 	failures := 0
 	for done < offer.Size {
 		before := done
-		err := fetchOnce(ctx, h, from, offer, f, hsh, &done, ring, progress)
+		err := fetchOnce(ctx, h, from, offer, pw, hsh, &done, ring, progress)
 		if err == nil {
 			break
 		}
@@ -547,15 +548,22 @@ func Fetch(ctx context.Context, h host.Host, from peer.ID, offer *Offer, storeDi
 }
 
 // resumePart hashes what f already holds and leaves its offset at the end.
-// A .part longer than the offer cannot be ours and starts over.
+// A .part longer than the offer cannot be ours and starts over; an
+// incomplete one is cut back to a multiple of dioAlign, so that the rest can
+// be written with direct I/O.
 func resumePart(f *os.File, size int64) (int64, hash.Hash, error) {
 	hsh := sha256.New()
 	fi, err := f.Stat()
 	if err != nil {
 		return 0, nil, err
 	}
-	if fi.Size() > size {
+	switch n := fi.Size(); {
+	case n > size:
 		if err := f.Truncate(0); err != nil {
+			return 0, nil, err
+		}
+	case n < size && n%dioAlign != 0:
+		if err := f.Truncate(n &^ (dioAlign - 1)); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -589,7 +597,7 @@ var errChunkEnd = errors.New("bundle: all bytes read")
 // buffers of ring while this one writes, hashes and reports progress, so the
 // disk and the hash overlap the transfer; *done only counts bytes already
 // written to f and hashed, so a broken stream resumes exactly there.
-func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, f *os.File, hsh hash.Hash, done *int64, ring [][]byte, progress func(done, total int64)) error {
+func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, pw *partWriter, hsh hash.Hash, done *int64, ring [][]byte, progress func(done, total int64)) error {
 	sctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "bundle"), headerTimeout)
 	st, err := h.NewStream(sctx, from, ProtocolID)
 	cancel()
@@ -680,21 +688,21 @@ func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, f *
 		close(toHash)
 		<-hashed
 	}()
-	flushed := *done // bytes of f handed to writeback
 	for {
 		c := p.next()
+		if c.err != nil && *done+int64(len(c.b)) < offer.Size {
+			// The stream broke mid-chunk: keep only whole dioAlign blocks, so
+			// that the next attempt resumes at an offset direct I/O can use.
+			c.b = c.b[:len(c.b)&^(dioAlign-1)]
+		}
 		if len(c.b) > 0 {
 			toHash <- c.b
-			_, werr := f.Write(c.b)
+			werr := pw.write(c.b)
 			<-hashed
 			if werr != nil {
 				return permanent{werr}
 			}
 			*done += int64(len(c.b))
-			if *done-flushed >= writebackEvery {
-				startWriteback(f, flushed, *done-flushed)
-				flushed = *done
-			}
 			if progress != nil {
 				progress(*done, offer.Size)
 			}

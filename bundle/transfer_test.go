@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -60,11 +61,11 @@ func TestFetchResumesAfterReset(t *testing.T) {
 		t.Errorf("last progress %d, want %d", last, len(data))
 	}
 	// Two requests: from 0, then a resume from where the reset left the
-	// receiver (at most the cut).
+	// receiver (at most the cut, on a dioAlign boundary).
 	omu.Lock()
 	defer omu.Unlock()
-	if len(offsets) != 2 || offsets[0] != 0 || offsets[1] <= 0 || offsets[1] > cut {
-		t.Errorf("requests at offsets %v, want [0, (0..%d]]", offsets, cut)
+	if len(offsets) != 2 || offsets[0] != 0 || offsets[1] <= 0 || offsets[1] > cut || offsets[1]%dioAlign != 0 {
+		t.Errorf("requests at offsets %v, want [0, (0..%d]] with the second a multiple of %d", offsets, cut, dioAlign)
 	}
 	if _, err := os.Stat(filepath.Join(recvStore, "incoming", offer.Hash+".part")); !os.IsNotExist(err) {
 		t.Errorf(".part left behind: %v", err)
@@ -94,8 +95,10 @@ func TestFetchResumesPart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first != 400000 {
-		t.Errorf("first progress %d, want resume at 400000", first)
+	// The .part is cut back to whole dioAlign blocks, so that the rest can
+	// be written with direct I/O.
+	if want := int64(400000 &^ (dioAlign - 1)); first != want {
+		t.Errorf("first progress %d, want resume at %d", first, want)
 	}
 	if fileHash(t, path) != offer.Hash {
 		t.Fatal("resumed file differs")
@@ -182,7 +185,7 @@ func TestServerBudget(t *testing.T) {
 	}
 	defer part.Close()
 	var done int64
-	err = fetchOnce(ctxT(t), rh, sh.ID(), offer, part, nil, &done, newRing(recvBuffers), nil)
+	err = fetchOnce(ctxT(t), rh, sh.ID(), offer, newPartWriter(part, 0), nil, &done, newRing(recvBuffers), nil)
 	if !errors.Is(err, ErrBusy) || !retryable(err) {
 		t.Errorf("fetch over budget = %v, want retryable ErrBusy", err)
 	}
@@ -333,16 +336,25 @@ func BenchmarkTransfer(b *testing.B) {
 	offer := storeFile(b, sendStore, randomBytes(size, 6))
 	srv := newServer(b, sh, sendStore)
 	srv.Offer(offer.Hash, rh.ID())
-	b.SetBytes(size)
-	b.ResetTimer()
-	for range b.N {
-		recv := b.TempDir()
-		if _, err := Fetch(ctxT(b), rh, sh.ID(), offer, recv, nil); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		os.RemoveAll(recv)
-		b.StartTimer()
+	for _, direct := range []bool{true, false} {
+		b.Run(fmt.Sprintf("direct=%v", direct), func(b *testing.B) {
+			defer func(was bool) { directIO = was }(directIO)
+			directIO = direct
+			b.SetBytes(size)
+			var cpu time.Duration
+			for range b.N {
+				recv := b.TempDir()
+				c0 := processCPU()
+				if _, err := Fetch(ctxT(b), rh, sh.ID(), offer, recv, nil); err != nil {
+					b.Fatal(err)
+				}
+				cpu += processCPU() - c0
+				b.StopTimer()
+				os.RemoveAll(recv)
+				b.StartTimer()
+			}
+			reportCPU(b, cpu, size)
+		})
 	}
 }
 
@@ -365,6 +377,8 @@ func BenchmarkRawStream(b *testing.B) {
 	})
 	b.SetBytes(size)
 	b.ResetTimer()
+	c0 := processCPU()
+	defer func() { reportCPU(b, processCPU()-c0, size) }()
 	for range b.N {
 		st, err := rh.NewStream(ctxT(b), sh.ID(), proto)
 		if err != nil {
