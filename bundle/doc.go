@@ -34,8 +34,10 @@
 // a broken stream or a restart, asks again from the .part's size (cut back to
 // a multiple of 4 KiB, see below); it hashes
 // the existing prefix from disk first, so the final check covers every byte.
-// Only when size and sha256 equal the offer is the file renamed to
-// <store>/<hash>.
+// Only when size and sha256 equal the offer, and the file is fsynced, is it
+// renamed to <store>/<hash> and the store directory fsynced: when Fetch
+// returns, the bundle is durable under its final name (Create and Record
+// sync their directory after their renames too).
 //
 // # Limits
 //

@@ -215,6 +215,9 @@ func Create(ctx context.Context, repoDir string, revs []string, storeDir string)
 	if err := os.Rename(tmpName, final); err != nil {
 		return nil, "", fmt.Errorf("bundle: create: %w", err)
 	}
+	if err := syncDir(storeDir); err != nil {
+		return nil, "", fmt.Errorf("bundle: create: %w", err)
+	}
 	return o, final, nil
 }
 

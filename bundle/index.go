@@ -75,6 +75,9 @@ func Record(storeDir string, r Received) error {
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, r.ID+".json")); err != nil {
 		return fmt.Errorf("bundle: record %s: %w", r.Offer.ShortHash(), err)
 	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("bundle: record %s: %w", r.Offer.ShortHash(), err)
+	}
 	return nil
 }
 

@@ -544,6 +544,11 @@ func Fetch(ctx context.Context, h host.Host, from peer.ID, offer *Offer, storeDi
 	if err := os.Rename(partPath, final); err != nil {
 		return "", fmt.Errorf("bundle: fetch %s: %w", short, err)
 	}
+	// The new name must survive a crash too before Fetch says the bundle
+	// has arrived.
+	if err := syncDir(storeDir); err != nil {
+		return "", fmt.Errorf("bundle: fetch %s: %w", short, err)
+	}
 	return final, nil
 }
 
