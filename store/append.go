@@ -21,7 +21,10 @@ import (
 type prepared struct {
 	env *mesh.Envelope
 	id  []byte // 32 raw bytes of env.ID
-	bin []byte // env.Marshal()
+	// rec is the m/ value: msgVersion, 8 bytes for the offset (filled in by
+	// the committer), env.Marshal(). Built by the caller so the committer
+	// does not copy the envelope.
+	rec []byte
 }
 
 // appendReq is one Append call waiting for the committer.
@@ -138,7 +141,10 @@ func prepare(e *mesh.Envelope, p *prepared) error {
 	if string(sum[:]) != string(id) {
 		return fmt.Errorf("store: append %s: %w: id does not match content", e.ID, ErrInvalid)
 	}
-	*p = prepared{env: e, id: id, bin: bin}
+	rec := make([]byte, 9+len(bin))
+	rec[0] = msgVersion
+	copy(rec[9:], bin)
+	*p = prepared{env: e, id: id, rec: rec}
 	return nil
 }
 
@@ -424,7 +430,7 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	lk := logKey(e.Channel, db.nextOffset)
 	ak := authorKey(e.Channel, e.From, e.Seq)
 	hk := highKey(e.Channel, e.From)
-	est := int64(len(mk)+9+len(p.bin)+len(lk)+len(ak)+2*len(p.id)+len(hk)+16+len(e.Channel)+8) + 6*16
+	est := int64(len(mk)+len(p.rec)+len(lk)+len(ak)+2*len(p.id)+len(hk)+16+len(e.Channel)+8) + 6*16
 	if err := w.room(est+arrivalEntry(), 7); err != nil {
 		return 0, err
 	}
@@ -451,11 +457,8 @@ func (db *DB) write(w *writer, b *batch, p *prepared) (uint64, error) {
 	w.last = off
 	b.ids[string(p.id)] = struct{}{}
 
-	v := make([]byte, 0, 9+len(p.bin))
-	v = append(v, msgVersion)
-	v = binary.BigEndian.AppendUint64(v, off)
-	v = append(v, p.bin...)
-	if err := w.set(mk, v); err != nil {
+	binary.BigEndian.PutUint64(p.rec[1:9], off)
+	if err := w.set(mk, p.rec); err != nil {
 		return 0, err
 	}
 	if err := w.set(lk, p.id); err != nil {

@@ -34,8 +34,11 @@ var keyIndexed = []byte("o/indexed")
 // indexVersion is the version of the s/ and g/ keys, of the tokenizer rules
 // and of the index's bookkeeping. 1: postings written with the envelope (no
 // o/indexed). 2: postings written by the background indexer up to
-// o/indexed. New rebuilds on any other version (see recoverIndex).
-const indexVersion = 2
+// o/indexed. 3: postings packed, one list per word and indexer transaction
+// (postings.go); version 1 and 2 postings are lists of one, so New upgrades
+// those stores in place. New rebuilds on any other version (see
+// recoverIndex).
+const indexVersion = 3
 
 // arrivalLen is the length of a g/ value: arrival unix ms, record size, id.
 const arrivalLen = 8 + 4 + 32
@@ -179,12 +182,13 @@ func arrivalEntry() int64 { return int64(len(prefixArrival)+8+arrivalLen) + 16 }
 // envelope's transaction. Its postings come later, from the indexer.
 // Committer only.
 func (db *DB) writeArrival(w *writer, p *prepared, off uint64) error {
-	return w.set(arrivalKey(off), encodeArrival(db.arrivalMS(), recordSize(p.bin), p.id))
+	return w.set(arrivalKey(off), encodeArrival(db.arrivalMS(), len(p.rec), p.id))
 }
 
 // recoverIndex runs in New before the committer starts. By stored version:
-// 2, the indexer resumes from o/indexed; 1 (postings were written with every
-// envelope), everything stored is indexed; anything else (a store from before
+// 3 or 2, the indexer resumes from o/indexed; 1 (postings were written with
+// every envelope), everything stored is indexed (1 and 2 are upgraded to 3
+// in place: their postings are packed lists of one); anything else (a store from before
 // search, or an unknown version), it drops the s/ and g/ keys, rebuilds g/
 // from every stored envelope (arrival time: now, since the real one is
 // unknown) and leaves the postings to the indexer, from 0. Then it loads the
@@ -214,9 +218,16 @@ func (db *DB) recoverIndex() error {
 	}
 	last := db.nextOffset - 1
 	switch {
-	case len(ver) == 1 && ver[0] == indexVersion:
+	case len(ver) == 1 && (ver[0] == indexVersion || ver[0] == 2):
 		if len(mark) != 8 {
 			return fmt.Errorf("index watermark: %w", ErrCorrupt)
+		}
+		if ver[0] != indexVersion { // 2: its postings are lists of one
+			if err := db.bdb.Update(func(txn *badger.Txn) error {
+				return txn.Set(keyIndexVersion, []byte{indexVersion})
+			}); err != nil {
+				return fmt.Errorf("upgrade index: %w", err)
+			}
 		}
 		db.idx.indexed.Store(be64(mark))
 	case len(ver) == 1 && ver[0] == 1:
@@ -395,44 +406,31 @@ func (db *DB) indexBatch() (bool, error) {
 // indexItems writes the postings of items, which follow the watermark with
 // nothing committed in between, and moves the watermark to the last one.
 // It writes as many transactions as badger's size limits demand, each with
-// the watermark of its last envelope.
+// its own posting lists and the watermark of its last envelope.
 func (db *DB) indexItems(items []indexItem) error {
 	x := &db.idx
 	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
 	var (
-		keys  [][]byte
-		arena []byte // the keys' bytes, a few allocations per transaction
-		size  int64
-		toks  []string
-		seen  = make(map[string]struct{})
+		pb   = newPostingBatch()
+		toks []string
+		seen = make(map[string]struct{})
 	)
 	for i := 0; i <= len(items); i++ {
 		toks = toks[:0]
 		if i < len(items) {
 			toks = appendEnvelopeTokens(toks, items[i].env, seen)
 		}
-		if i == len(items) || len(keys) > 0 && (int64(len(keys)+len(toks)) >= maxCount || size+int64(len(toks))*(maxTokenBytes+32) >= maxSize) {
-			if err := db.writePostings(keys, items[i-1].off); err != nil {
+		if i == len(items) || !pb.empty() && !pb.fits(len(toks), maxCount, maxSize) {
+			if err := db.writePostings(pb, items[i-1].off); err != nil {
 				x.pendMu.Lock()
 				x.pendOK, x.pend = false, nil // redo from the watermark, from disk
 				x.pendMu.Unlock()
 				return fmt.Errorf("index %d..%d: %w", items[0].off, items[i-1].off, err)
 			}
-			// badger keeps the key slices until commit; start new ones.
-			keys, arena, size = keys[:0], nil, 0
+			pb.reset()
 		}
 		for _, t := range toks {
-			k := len(prefixPosting) + len(t) + 1 + 8
-			if cap(arena)-len(arena) < k {
-				arena = make([]byte, 0, max(64<<10, k))
-			}
-			start := len(arena)
-			arena = append(arena, prefixPosting...)
-			arena = append(arena, t...)
-			arena = append(arena, 0)
-			arena = binary.BigEndian.AppendUint64(arena, items[i].off)
-			keys = append(keys, arena[start:len(arena):len(arena)])
-			size += int64(k) + 16
+			pb.add(t, items[i].off)
 		}
 	}
 	return nil
@@ -456,10 +454,11 @@ func (db *DB) indexFromDisk() (bool, error) {
 	}
 	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
 	var (
-		keys  [][]byte
-		size  int64
+		pb    = newPostingBatch()
 		mark  = upto
 		count int
+		toks  []string
+		seen  = make(map[string]struct{})
 	)
 	err := db.bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixArrival)})
@@ -470,7 +469,7 @@ func (db *DB) indexFromDisk() (bool, error) {
 			if off > upto {
 				break
 			}
-			if count > 0 && (count == indexBatchMax || int64(len(keys)) > maxCount-maxTokensPerEnv || size > maxSize-maxTokensPerEnv*(maxTokenBytes+32)) {
+			if count > 0 && (count == indexBatchMax || !pb.fits(maxTokensPerEnv, maxCount, maxSize)) {
 				mark = off - 1
 				break
 			}
@@ -492,10 +491,9 @@ func (db *DB) indexFromDisk() (bool, error) {
 			if moff != off {
 				continue // m/ belongs to another offset
 			}
-			for _, t := range envelopeTokens(env) {
-				k := postingKey(t, off)
-				keys = append(keys, k)
-				size += int64(len(k)) + 16
+			toks = appendEnvelopeTokens(toks[:0], env, seen)
+			for _, t := range toks {
+				pb.add(t, off)
 			}
 			count++
 		}
@@ -504,7 +502,7 @@ func (db *DB) indexFromDisk() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("index %d..%d: %w", from+1, upto, err)
 	}
-	if err := db.writePostings(keys, mark); err != nil {
+	if err := db.writePostings(pb, mark); err != nil {
 		return false, fmt.Errorf("index %d..%d: %w", from+1, mark, err)
 	}
 	// Loop (through indexBatch) until caught up, which re-enables the
@@ -512,16 +510,14 @@ func (db *DB) indexFromDisk() (bool, error) {
 	return true, nil
 }
 
-// writePostings writes keys and the new watermark mark in one transaction
-// and publishes the watermark.
-func (db *DB) writePostings(keys [][]byte, mark uint64) error {
+// writePostings writes the lists of pb and the new watermark mark in one
+// transaction and publishes the watermark.
+func (db *DB) writePostings(pb *postingBatch, mark uint64) error {
 	x := &db.idx
 	txn := db.bdb.NewTransaction(true)
 	defer txn.Discard()
-	for _, k := range keys {
-		if err := txn.Set(k, nil); err != nil {
-			return err
-		}
+	if err := pb.set(txn.Set); err != nil {
+		return err
 	}
 	if err := txn.Set(keyIndexed, binary.BigEndian.AppendUint64(nil, mark)); err != nil {
 		return err

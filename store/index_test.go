@@ -121,17 +121,8 @@ func TestIndexResumesAfterReopen(t *testing.T) {
 		t.Errorf("after reopen: %d results for two words, want %d", len(got), MaxSearchLimit)
 	}
 	// Postings exist exactly once per word and envelope.
-	n := 0
-	db.bdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: postingPrefix("resume")})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n++
-		}
-		return nil
-	})
-	if n != 300 {
-		t.Errorf("%d postings of resume, want 300", n)
+	if got := postingOffsets(t, db, "resume"); len(got) != 300 || !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != 300 {
+		t.Errorf("%d postings of resume, want 300 distinct", len(got))
 	}
 }
 
@@ -291,7 +282,13 @@ func TestIndexSplitsLargeBatches(t *testing.T) {
 	const n = 1500
 	var envs []*mesh.Envelope
 	for seq := uint64(1); seq <= n; seq++ {
-		envs = append(envs, signed(t, k, "#a", seq, nth("w", int(seq))+words))
+		// 14 words of its own: a list each, so the postings outgrow a
+		// transaction.
+		own := nth("w", int(seq))
+		for c := 'a'; c < 'n'; c++ {
+			own += " " + nth(string(c), int(seq))
+		}
+		envs = append(envs, signed(t, k, "#a", seq, own+words))
 	}
 	appendAll(t, db, envs...)
 	close(gate)
@@ -320,4 +317,30 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(b)
+}
+
+// postingOffsets returns every offset in word's posting lists, in key
+// order.
+func postingOffsets(t *testing.T, db *DB, word string) []uint64 {
+	t.Helper()
+	var offs []uint64
+	prefix := postingPrefix(word)
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			err := it.Item().Value(func(v []byte) (err error) {
+				offs, err = decodePostings(be64(it.Item().Key()[len(prefix):]), v, offs)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offs
 }

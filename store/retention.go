@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -147,27 +148,63 @@ func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
 	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
 	var entries, size int64
 	done := 0
+	// The posting lists the victims' offsets are removed from, rewritten
+	// once at the end. Found through one reverse iterator (an update
+	// transaction allows one at a time); nothing under s/ is written before
+	// the last lookup.
+	lists := make(map[string]*sweptList)
+	pit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixPosting), Reverse: true})
 	for _, a := range victims {
-		keys, err := envelopeKeys(txn, a)
+		keys, toks, err := envelopeKeys(txn, a)
 		if err != nil {
+			pit.Close()
 			return 0, false, err
 		}
-		var sz int64
+		var sz, n int64
 		for _, k := range keys {
 			sz += int64(len(k)) + 16
 		}
-		if done > 0 && (entries+int64(len(keys)) > maxCount || size+sz > maxSize) {
+		n = int64(len(keys))
+		found := make([]*sweptList, 0, len(toks))
+		for _, t := range toks {
+			l, err := findList(pit, lists, t, a.off)
+			if err != nil {
+				pit.Close()
+				return 0, false, err
+			}
+			if l == nil {
+				continue // inconsistent: no list holds it
+			}
+			if _, ok := lists[string(l.key)]; !ok {
+				// Deleted and written again: two entries, the list's bytes.
+				n += 2
+				sz += 2*(int64(len(l.key))+16) + int64(len(l.offs))*binaryMaxGap
+			}
+			found = append(found, l)
+		}
+		if done > 0 && (entries+n > maxCount || size+sz > maxSize) {
 			more = true // the rest goes to the next transaction
 			break
 		}
 		for _, k := range keys {
 			if err := txn.Delete(k); err != nil {
+				pit.Close()
 				return 0, false, err
 			}
 		}
-		entries += int64(len(keys))
+		for _, l := range found {
+			lists[string(l.key)] = l
+			l.offs, _ = removeOffset(l.offs, a.off)
+		}
+		entries += n
 		size += sz
 		done++
+	}
+	pit.Close()
+	for _, l := range lists {
+		if err := l.write(txn); err != nil {
+			return 0, false, err
+		}
 	}
 	if done == 0 {
 		return 0, false, nil
@@ -188,26 +225,83 @@ func (db *DB) sweepBatch(cutoff int64) (int, bool, error) {
 	return done, more, nil
 }
 
-// envelopeKeys returns every key that refers to the envelope of arrival
-// entry a: its g/ entry, its postings, its arrival-log entry, its message and
-// its author-index entry (if that points to it: an equivocating author's
-// second envelope is not in the author index). h/ and c/ keys stay, so
-// HighWater never drops and Channels still lists the channel.
-func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, error) {
-	keys := [][]byte{arrivalKey(a.off)}
-	env, off, err := getMsg(txn, a.id)
-	if errors.Is(err, ErrNotFound) {
-		return keys, nil // inconsistent, but nothing else can be found
+// binaryMaxGap bounds the bytes of one offset in a posting list value.
+const binaryMaxGap = 10
+
+// sweptList is a posting list some of whose offsets a retention transaction
+// removes.
+type sweptList struct {
+	word  string
+	key   []byte   // as stored
+	offs  []uint64 // what is left
+	first uint64   // offs[0] as stored
+}
+
+// findList returns the posting list of word that holds off, from lists if a
+// victim already touched it, else read through the reverse iterator pit (a
+// new sweptList, not yet in lists); nil if there is none.
+func findList(pit *badger.Iterator, lists map[string]*sweptList, word string, off uint64) (*sweptList, error) {
+	k := postingKey(word, off)
+	pit.Seek(k)
+	if !pit.Valid() {
+		return nil, nil
 	}
+	item := pit.Item()
+	prefix := k[:len(k)-8]
+	got := item.Key()
+	if len(got) != len(k) || !bytes.HasPrefix(got, prefix) {
+		return nil, nil
+	}
+	if l, ok := lists[string(got)]; ok {
+		return l, nil
+	}
+	l := &sweptList{word: word, key: item.KeyCopy(nil), first: be64(got[len(prefix):])}
+	err := item.Value(func(v []byte) (err error) {
+		l.offs, err = decodePostings(l.first, v, nil)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range envelopeTokens(env) {
-		keys = append(keys, postingKey(t, a.off))
+	if _, ok := slices.BinarySearch(l.offs, off); !ok {
+		return nil, nil
 	}
+	return l, nil
+}
+
+// write stores what is left of l: nothing, or the list under the key of
+// its (maybe new) first offset.
+func (l *sweptList) write(txn *badger.Txn) error {
+	if len(l.offs) == 0 || l.offs[0] != l.first {
+		if err := txn.Delete(l.key); err != nil {
+			return err
+		}
+	}
+	if len(l.offs) == 0 {
+		return nil
+	}
+	return txn.Set(postingKey(l.word, l.offs[0]), encodePostings(l.offs))
+}
+
+// envelopeKeys returns every key that refers to the envelope of arrival
+// entry a but its postings: its g/ entry, its arrival-log entry, its message
+// and its author-index entry (if that points to it: an equivocating
+// author's second envelope is not in the author index); and the envelope's
+// words, whose posting lists hold a.off. h/ and c/ keys stay, so HighWater
+// never drops and Channels still lists the channel.
+func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, []string, error) {
+	keys := [][]byte{arrivalKey(a.off)}
+	env, off, err := getMsg(txn, a.id)
+	if errors.Is(err, ErrNotFound) {
+		return keys, nil, nil // inconsistent, but nothing else can be found
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	toks := envelopeTokens(env)
 	keys = append(keys, logKey(env.Channel, a.off))
 	if off != a.off {
-		return keys, nil // m/ belongs to another offset: keep it
+		return keys, toks, nil // m/ belongs to another offset: keep it
 	}
 	keys = append(keys, msgKey(a.id))
 	ak := authorKey(env.Channel, env.From, env.Seq)
@@ -215,7 +309,7 @@ func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, error) {
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	default:
 		err := item.Value(func(v []byte) error {
 			if bytes.Equal(v, a.id) {
@@ -224,10 +318,10 @@ func envelopeKeys(txn *badger.Txn, a arrival) ([][]byte, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return keys, nil
+	return keys, toks, nil
 }
 
 // runValueLogGC rewrites value-log files until none is worth it.

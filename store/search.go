@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -92,7 +93,7 @@ func (db *DB) search(ctx context.Context, query string, channel string, limit in
 			}
 		}()
 		for _, t := range q.terms {
-			lists = append(lists, newList(txn, postingPrefix(t)))
+			lists = append(lists, newPostingList(txn, t))
 		}
 		verifyPrefix := false
 		if q.prefix != "" {
@@ -109,7 +110,7 @@ func (db *DB) search(ctx context.Context, query string, channel string, limit in
 			default:
 				u := &union{}
 				for _, t := range toks {
-					u.lists = append(u.lists, newList(txn, postingPrefix(t)))
+					u.lists = append(u.lists, newPostingList(txn, t))
 				}
 				lists = append(lists, u)
 			}
@@ -251,8 +252,102 @@ func (l *list) load() error {
 
 func (l *list) close() { l.it.Close() }
 
+// postingList is a word's posting lists (postings.go), walked from newest to
+// oldest: the badger iterator moves from list to list, and the current
+// list's offsets are decoded in memory. Like list, it remembers its
+// position.
+type postingList struct {
+	it      *badger.Iterator
+	prefix  []byte
+	key     []byte
+	offs    []uint64 // the current list, ascending
+	i       int      // position of cur in offs
+	started bool
+	done    bool
+	cur     uint64
+}
+
+func newPostingList(txn *badger.Txn, word string) *postingList {
+	prefix := postingPrefix(word)
+	return &postingList{
+		it:     txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true}),
+		prefix: prefix,
+	}
+}
+
+func (l *postingList) seek(off uint64) (uint64, bool, error) {
+	switch {
+	case l.done:
+		return 0, false, nil
+	case l.started && l.cur <= off:
+		return l.cur, true, nil
+	case l.started:
+		if l.pick(off, l.i) {
+			return l.cur, true, nil
+		}
+		// Nothing <= off left in this list: the earlier lists hold smaller
+		// offsets. Step to them, then seek.
+		for range maxSteps {
+			l.it.Next()
+			if err := l.load(); err != nil || l.done {
+				return 0, false, err
+			}
+			if l.pick(off, len(l.offs)) {
+				return l.cur, true, nil
+			}
+		}
+	}
+	l.started = true
+	l.key = binary.BigEndian.AppendUint64(append(l.key[:0], l.prefix...), off)
+	l.it.Seek(l.key) // the last list whose first offset is <= off
+	if err := l.load(); err != nil || l.done {
+		return 0, false, err
+	}
+	if !l.pick(off, len(l.offs)) {
+		l.done = true
+		return 0, false, fmt.Errorf("%w: posting list %q starts after its key", ErrCorrupt, l.it.Item().Key())
+	}
+	return l.cur, true, nil
+}
+
+// pick moves to the greatest offset <= off among offs[:n]; it reports
+// whether there is one.
+func (l *postingList) pick(off uint64, n int) bool {
+	j := sort.Search(n, func(j int) bool { return l.offs[j] > off })
+	if j == 0 {
+		return false
+	}
+	l.i, l.cur = j-1, l.offs[j-1]
+	return true
+}
+
+// load decodes the list at the iterator's position.
+func (l *postingList) load() error {
+	if !l.it.Valid() {
+		l.done = true
+		return nil
+	}
+	item := l.it.Item()
+	k := item.Key()
+	if len(k) != len(l.prefix)+8 {
+		l.done = true
+		return fmt.Errorf("%w: index key %q", ErrCorrupt, k)
+	}
+	first := be64(k[len(l.prefix):])
+	err := item.Value(func(v []byte) (err error) {
+		l.offs, err = decodePostings(first, v, l.offs[:0])
+		return err
+	})
+	if err != nil {
+		l.done = true
+	}
+	return err
+}
+
+func (l *postingList) close() { l.it.Close() }
+
 // union is the union of lists (the words a prefix expands to).
-type union struct{ lists []*list }
+type union struct{ lists []postings }
 
 func (u *union) seek(off uint64) (uint64, bool, error) {
 	var best uint64
