@@ -31,7 +31,27 @@ type item struct {
 	env     *Envelope
 	publish bool
 	sync    bool // from catch-up: verified by the sync pipeline
-	reply   chan result
+	waiter
+}
+
+// waiter is who waits for an item's durable result: a caller blocked in
+// submit (reply), a SendAsync callback (done), or nobody (gossip, catch-up).
+type waiter struct {
+	reply chan result
+	done  func(Record, error)
+}
+
+func (w waiter) waits() bool { return w.reply != nil || w.done != nil }
+
+// answer hands the result to whoever waits. Called only by the loop (and by
+// failPending after it), at most once per item.
+func (w waiter) answer(rec Record, err error) {
+	switch {
+	case w.reply != nil:
+		w.reply <- result{rec: rec, err: err}
+	case w.done != nil:
+		w.done(rec, err)
+	}
 }
 
 func (it *item) size() int {
@@ -47,7 +67,7 @@ type result struct {
 }
 
 // channel is one joined channel. Its author state is owned by run; nothing
-// else touches next, held or heldSince.
+// else touches next, held, heldSince or gapAsked.
 type channel struct {
 	m      *Mesh
 	name   string
@@ -61,11 +81,15 @@ type channel struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
+	stopMu  sync.RWMutex // guards stopped; held (read) while enqueueing
+	stopped bool
+
 	// Only used by run.
 	next      map[string]uint64               // author -> next expected seq
 	held      map[string]map[uint64]*Envelope // author -> seq -> envelope waiting for a gap
 	heldN     int
-	heldSince map[string]time.Time
+	heldSince map[string]time.Time // author -> when its current gap opened
+	gapAsked  map[string]bool      // author -> catch-up requested for its current gap
 }
 
 func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
@@ -109,6 +133,7 @@ func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
 		next:      map[string]uint64{},
 		held:      map[string]map[uint64]*Envelope{},
 		heldSince: map[string]time.Time{},
+		gapAsked:  map[string]bool{},
 	}
 	for a, s := range hw {
 		c.next[a] = s + 1
@@ -130,24 +155,42 @@ func (c *channel) start() {
 // stop ends the channel's goroutines and its topic. Idempotent.
 func (c *channel) stop() {
 	c.once.Do(func() {
-		c.cancel()
+		c.cancel() // first: an enqueue waiting for room gives up
+		c.stopMu.Lock()
+		c.stopped = true
+		c.stopMu.Unlock()
 		c.sub.Cancel()
 		c.events.Cancel()
 		c.wg.Wait()
+		c.failPending(ErrClosed) // what was queued after the loop's last look
 		_ = c.topic.Close()
 		_ = c.m.node.PubSub().UnregisterTopicValidator(c.topic.String())
 	})
 }
 
+// enqueue hands it to the loop, waiting for room. Once it returns nil, it
+// is answered exactly once: by the loop, or with ErrClosed by stop.
+func (c *channel) enqueue(ctx context.Context, it *item) error {
+	c.stopMu.RLock()
+	defer c.stopMu.RUnlock()
+	if c.stopped {
+		return ErrClosed
+	}
+	select {
+	case c.in <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
 // submit hands it to the loop and waits for the durable result.
 func (c *channel) submit(ctx context.Context, it *item) (Record, error) {
 	it.reply = make(chan result, 1)
-	select {
-	case c.in <- it:
-	case <-ctx.Done():
-		return Record{}, ctx.Err()
-	case <-c.ctx.Done():
-		return Record{}, ErrClosed
+	if err := c.enqueue(ctx, it); err != nil {
+		return Record{}, err
 	}
 	select {
 	case r := <-it.reply:
@@ -244,7 +287,7 @@ func (c *channel) syncLoop() {
 
 func (c *channel) run() {
 	defer c.wg.Done()
-	tick := time.NewTicker(c.m.cfg.gapTimeout / 4)
+	tick := time.NewTicker(min(c.m.cfg.gapTimeout/4, c.gapGrace()/2))
 	defer tick.Stop()
 	batch := make([]*item, 0, max(c.m.cfg.maxBatch, syncBatch))
 	var it *item
@@ -254,7 +297,7 @@ func (c *channel) run() {
 			c.failPending(ErrClosed)
 			return
 		case <-tick.C:
-			c.expireGaps()
+			c.checkGaps()
 			continue
 		case it = <-c.in:
 			batch = append(batch[:0], it)
@@ -285,9 +328,7 @@ func (c *channel) failPending(err error) {
 	for {
 		select {
 		case it := <-c.in:
-			if it.reply != nil {
-				it.reply <- result{err: err}
-			}
+			it.answer(Record{}, err)
 		default:
 			return
 		}
@@ -296,8 +337,8 @@ func (c *channel) failPending(err error) {
 
 // pending is an envelope accepted into a batch, with who waits for it.
 type pending struct {
-	env     *Envelope
-	reply   chan result
+	env *Envelope
+	waiter
 	publish bool
 }
 
@@ -313,30 +354,28 @@ func (c *channel) process(batch []*item) {
 			e.Seq = c.nextSeq(m.self)
 			e.TS = time.Now().UnixMilli()
 			if err := e.Sign(m.node.Key()); err != nil {
-				it.reply <- result{err: err}
+				it.answer(Record{}, err)
 				continue
 			}
 			c.next[m.self] = e.Seq + 1
-			acc = append(acc, pending{env: e, reply: it.reply, publish: true})
+			acc = append(acc, pending{env: e, waiter: it.waiter, publish: true})
 		default:
 			e := it.env
 			if e.Channel != c.name {
-				if it.reply != nil {
-					it.reply <- result{err: fmt.Errorf("mesh: envelope for %s on %s: %w", e.Channel, c.name, ErrBadChannel)}
-				}
+				it.answer(Record{}, fmt.Errorf("mesh: envelope for %s on %s: %w", e.Channel, c.name, ErrBadChannel))
 				continue
 			}
 			n := c.nextSeq(e.From)
 			switch {
 			case e.Seq < n:
 				m.stats.add(&m.stats.Duplicates, 1)
-				if it.reply != nil {
+				if it.waits() {
 					// A client re-sending what is stored gets its ack again;
 					// a different envelope with a used seq is equivocation.
 					if _, err := m.hist.Get(c.ctx, e.ID); err != nil {
-						it.reply <- result{err: fmt.Errorf("mesh: publish seq %d of %s: %w: already used by another envelope, expected %d", e.Seq, e.From, ErrSeqGap, n)}
+						it.answer(Record{}, fmt.Errorf("mesh: publish seq %d of %s: %w: already used by another envelope, expected %d", e.Seq, e.From, ErrSeqGap, n))
 					} else {
-						it.reply <- result{rec: Record{Env: e}}
+						it.answer(Record{Env: e}, nil)
 					}
 				} else {
 					// Possibly a late arrival after a skipped gap: let the
@@ -345,11 +384,11 @@ func (c *channel) process(batch []*item) {
 				}
 			case e.Seq == n:
 				c.next[e.From] = n + 1
-				acc = append(acc, pending{env: e, reply: it.reply, publish: it.publish})
+				acc = append(acc, pending{env: e, waiter: it.waiter, publish: it.publish})
 				acc = c.release(e.From, acc)
 			default:
-				if it.reply != nil {
-					it.reply <- result{err: fmt.Errorf("mesh: publish seq %d of %s: %w: expected %d", e.Seq, e.From, ErrSeqGap, n)}
+				if it.waits() {
+					it.answer(Record{}, fmt.Errorf("mesh: publish seq %d of %s: %w: expected %d", e.Seq, e.From, ErrSeqGap, n))
 					continue
 				}
 				c.hold(e)
@@ -364,13 +403,18 @@ func (c *channel) process(batch []*item) {
 		envs[i] = p.env
 	}
 	curs, err := m.hist.Append(c.ctx, envs)
+	if err != nil && c.ctx.Err() != nil {
+		// Stopping: the append was abandoned (it may still land).
+		for _, p := range acc {
+			p.answer(Record{}, ErrClosed)
+		}
+		return
+	}
 	if err != nil {
 		m.stats.add(&m.stats.StoreErrors, 1)
 		m.log.Warn("store append failed", "channel", c.name, "n", len(envs), "err", err)
 		for _, p := range acc {
-			if p.reply != nil {
-				p.reply <- result{err: fmt.Errorf("mesh: store: %w", err)}
-			}
+			p.answer(Record{}, fmt.Errorf("mesh: store: %w", err))
 		}
 		c.reload()
 		return
@@ -378,15 +422,13 @@ func (c *channel) process(batch []*item) {
 	for i, p := range acc {
 		rec := Record{Env: p.env, Cursor: curs[i]}
 		if p.publish && curs[i] != "" {
-			if err := c.topic.Publish(c.ctx, p.env.Marshal()); err != nil && c.ctx.Err() == nil {
+			if err := c.topic.Publish(c.ctx, p.env.Marshal(), pubsub.WithValidatorData(p.env)); err != nil && c.ctx.Err() == nil {
 				m.log.Warn("publish failed; peers will catch up", "channel", c.name, "err", err)
 			} else {
 				m.stats.add(&m.stats.Published, 1)
 			}
 		}
-		if p.reply != nil {
-			p.reply <- result{rec: rec}
-		}
+		p.answer(rec, nil)
 		if curs[i] != "" {
 			m.stats.add(&m.stats.Delivered, 1)
 			m.deliver(rec)
@@ -418,18 +460,25 @@ func (c *channel) hold(e *Envelope) {
 	h[e.Seq] = e
 	c.heldN++
 	c.m.stats.add(&c.m.stats.HeldBack, 1)
-	if pid, err := peerID(e.From); err == nil {
-		c.requestSync(pid)
-	}
-	for _, p := range c.topic.ListPeers() {
-		c.requestSync(p)
-		break
-	}
 }
+
+// gapGrace is how long a gap may stay open before catch-up is asked to fill
+// it. Over multi-hop gossip an envelope often overtakes its predecessor by a
+// few milliseconds; asking for catch-up on every such overtake cost a sync
+// round (high-water marks, a store scan, re-verification) per hold.
+func (c *channel) gapGrace() time.Duration {
+	return min(gapSyncAfter, c.m.cfg.gapTimeout/2)
+}
+
+// gapSyncAfter is gapGrace unless the gap timeout is shorter.
+const gapSyncAfter = 200 * time.Millisecond
 
 // release appends the held envelopes of author that are now in order.
 func (c *channel) release(author string, acc []pending) []pending {
-	h := c.held[author]
+	h, ok := c.held[author]
+	if !ok {
+		return acc
+	}
 	for len(h) > 0 {
 		n := c.next[author]
 		e, ok := h[n]
@@ -441,20 +490,40 @@ func (c *channel) release(author string, acc []pending) []pending {
 		c.next[author] = n + 1
 		acc = append(acc, pending{env: e})
 	}
+	delete(c.gapAsked, author)
 	if len(h) == 0 {
 		delete(c.held, author)
 		delete(c.heldSince, author)
+	} else {
+		// The gap in front moved (this call follows an in-order arrival):
+		// what is missing now has a fresh grace period.
+		c.heldSince[author] = time.Now()
 	}
 	return acc
 }
 
-// expireGaps gives up waiting for a missing seq after gapTimeout: the held
-// envelopes are stored and delivered, and the gap stays visible to catch-up
-// because the store's high-water mark counts only a gap-free prefix.
-func (c *channel) expireGaps() {
+// checkGaps asks for catch-up once a gap has stayed open for gapGrace, and
+// gives up waiting for a missing seq after gapTimeout: the held envelopes are
+// stored and delivered, and the gap stays visible to catch-up because the
+// store's high-water mark counts only a gap-free prefix.
+func (c *channel) checkGaps() {
 	var batch []*item
+	var peers []peer.ID
 	for a, since := range c.heldSince {
-		if time.Since(since) < c.m.cfg.gapTimeout {
+		open := time.Since(since)
+		if open >= c.gapGrace() && !c.gapAsked[a] {
+			c.gapAsked[a] = true
+			if pid, err := peerID(a); err == nil {
+				c.requestSync(pid)
+			}
+			if peers == nil {
+				peers = c.topic.ListPeers()
+			}
+			if len(peers) > 0 {
+				c.requestSync(peers[rand.IntN(len(peers))])
+			}
+		}
+		if open < c.m.cfg.gapTimeout {
 			continue
 		}
 		h := c.held[a]
@@ -471,6 +540,7 @@ func (c *channel) expireGaps() {
 		c.m.log.Info("gap skipped", "channel", c.name, "author", a, "from", c.next[a], "to", lowest-1)
 		c.next[a] = lowest
 		c.heldSince[a] = time.Now()
+		delete(c.gapAsked, a)
 		batch = append(batch, &item{env: h[lowest]})
 		delete(h, lowest)
 		c.heldN--

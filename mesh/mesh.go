@@ -273,25 +273,57 @@ func (m *Mesh) channel(name string) (*channel, error) {
 // Send signs a new envelope from this node, stores it durably, publishes it
 // and returns it with its cursor. The channel must be joined.
 func (m *Mesh) Send(ctx context.Context, channel, kind, content, replyTo string) (Record, error) {
+	c, it, err := m.newSend(channel, kind, content, replyTo)
+	if err != nil {
+		return Record{}, err
+	}
+	return c.submit(ctx, it)
+}
+
+// SendAsync is Send for a caller that keeps several messages in flight: it
+// returns once the channel's loop has the message queued, and the loop later
+// calls done (if not nil) with what Send would have returned, after the
+// envelope is durable (or failed). Messages of one caller keep their order.
+// The loop's queue is bounded (inQueue): when it is full SendAsync waits for
+// room, so the queue is also the caller's window. A nil error from
+// SendAsync means only "queued"; the outcome is done's. done runs on the
+// channel's loop: it must return quickly and must not call Send, SendAsync
+// or Publish (they would wait for that same loop); when the channel stops
+// it runs on the goroutine stopping it. If ctx ends or the mesh
+// closes while SendAsync waits for room, it returns the error and done is
+// not called; once queued, done is called exactly once (with ErrClosed if the
+// channel stops first).
+func (m *Mesh) SendAsync(ctx context.Context, channel, kind, content, replyTo string, done func(Record, error)) error {
+	c, it, err := m.newSend(channel, kind, content, replyTo)
+	if err != nil {
+		return err
+	}
+	it.done = done
+	return c.enqueue(ctx, it)
+}
+
+// newSend checks a local message and wraps it for its channel's loop, which
+// assigns seq and ts and signs it.
+func (m *Mesh) newSend(channel, kind, content, replyTo string) (*channel, *item, error) {
 	if kind == "" {
 		kind = "msg"
 	}
 	channel = m.resolveChannel(channel)
 	c, err := m.channel(channel)
 	if err != nil {
-		return Record{}, err
+		return nil, nil, err
 	}
 	if isPrivate(channel) { // private.go: members see the text, the wire a ciphertext
 		if content, err = m.encryptFor(channel, kind, content, replyTo); err != nil {
-			return Record{}, err
+			return nil, nil, err
 		}
 		kind = KindEncrypted
 	}
-	probe := Envelope{Channel: channel, From: m.self, Name: m.cfg.name, Seq: 1, TS: 1, Kind: kind, Content: content, ReplyTo: replyTo}
+	probe := &Envelope{Channel: channel, From: m.self, Name: m.cfg.name, Seq: 1, TS: 1, Kind: kind, Content: content, ReplyTo: replyTo}
 	if err := probe.Validate(); err != nil {
-		return Record{}, fmt.Errorf("mesh: send: %w", err)
+		return nil, nil, fmt.Errorf("mesh: send: %w", err)
 	}
-	return c.submit(ctx, &item{local: &probe})
+	return c, &item{local: probe}, nil
 }
 
 // Publish takes an envelope signed elsewhere (a thin client), verifies it,
