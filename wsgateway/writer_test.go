@@ -207,6 +207,82 @@ func TestSlowMemberAlone(t *testing.T) {
 	h.stop()
 }
 
+// TestSlowDuringReplay: live records that arrive while a subscription
+// replays are held; past SubscriptionQueue of them the subscription ends
+// after its replay with resume at the last replayed cursor, and resuming
+// from it misses nothing.
+func TestSlowDuringReplay(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	h := start(t, func(c *Config) { c.SubscriptionQueue = 4; c.SendQueue = 4; c.ReplayPage = 8 })
+	x := ctx(t)
+	h.b.Join(x, "#a")
+	content := strings.Repeat("r", 8192)
+	for range 200 { // more than the sockets hold: the replay blocks
+		if _, err := h.b.Send(x, "#a", "msg", content, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := h.dialRaw(t)
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","req":"s","channels":["#a"],"since":"0000000000000000"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscriber in its group", func() bool {
+		h.srv.events.mu.Lock()
+		defer h.srv.events.mu.Unlock()
+		return h.srv.events.groups["#a"] != nil
+	})
+	for range 10 { // live, while the replay waits for the client
+		if _, err := h.b.Send(x, "#a", "msg", "live", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	var resume *ErrorFrame
+	for {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != CloseResume {
+				t.Fatalf("read: %v, want close %d", err, CloseResume)
+			}
+			break
+		}
+		f, err := DecodeReply(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *Event:
+			got = append(got, f.Record.Cursor)
+		case *ErrorFrame:
+			resume = f
+		}
+	}
+	all := h.b.all("#a")
+	if len(got) < 200 || resume == nil || resume.Code != CodeResume || resume.Cursor != got[len(got)-1] {
+		t.Fatalf("got %d events then %+v, want the 200 replayed and resume at the last", len(got), resume)
+	}
+	for i, c := range got {
+		if c != all[i].Cursor {
+			t.Fatalf("event %d: cursor %s, want %s", i, c, all[i].Cursor)
+		}
+	}
+	c := h.dial(t)
+	events, err := c.Subscribe(x, []string{"#a"}, resume.Cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := collect(t, events, len(all)-len(got))
+	for i, e := range rest {
+		if want := all[len(got)+i].Cursor; e.Record.Cursor != want {
+			t.Errorf("resumed event %d: cursor %s, want %s", i, e.Record.Cursor, want)
+		}
+	}
+	c.Close()
+	h.stop()
+}
+
 // FuzzDecodeServerFrame: the client's fast path for events decodes every
 // input exactly as DecodeReply does (same frame, or an error for both).
 func FuzzDecodeServerFrame(f *testing.F) {
