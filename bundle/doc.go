@@ -47,10 +47,10 @@
 //     the envelope content limit).
 //   - Frames at most MaxFrameLen (1 KiB). Each side moves a bundle through
 //     a fixed ring of ChunkSize (1 MiB) buffers: the sender reads the file
-//     ahead on a second goroutine (3 buffers), the receiver reads the stream
-//     on a second goroutine while its Fetch goroutine writes each chunk and
-//     a third hashes it (4 buffers), so the disk and the hash overlap the
-//     transfer. The receiver writes with O_DIRECT where the file system
+//     ahead on a second goroutine (3 buffers); the receiver runs three
+//     stages in order over 8 buffers (one goroutine reads the stream, one
+//     hashes, Fetch's own writes the file), so the disk and the hash overlap
+//     the transfer and each other. The receiver writes with O_DIRECT where the file system
 //     allows it (Linux; partwriter.go): the kernel copies nothing into the
 //     page cache, the disk works while the stream runs, and the final fsync
 //     has only metadata and the device cache left. Unaligned writes (the

@@ -2,18 +2,19 @@ package bundle
 
 import "sync"
 
-// Pipelining: each side of a transfer splits its work between two
-// goroutines joined by a small ring of ChunkSize buffers, so that reading
-// the source (the file on the sender, the stream on the receiver) overlaps
-// with the other half (writing the stream; writing, hashing and starting
-// writeback of the file). Memory stays bounded by the ring.
+// Pipelining: each side of a transfer splits its work between goroutines
+// joined by a small ring of ChunkSize buffers, so that reading the source
+// (the file on the sender, the stream on the receiver) overlaps with the
+// rest (the sender writing the stream; the receiver hashing on one goroutine
+// and writing the file on another). Memory stays bounded by the ring.
 const (
 	// sendBuffers is the sender's ring: one being filled from the file, one
 	// being written to the stream, one spare so neither waits on the other.
 	sendBuffers = 3
-	// recvBuffers is the receiver's ring: the stream reader can run up to
-	// three chunks ahead of the file writer and hasher.
-	recvBuffers = 4
+	// recvBuffers is the receiver's ring, shared by three stages (stream
+	// reader, hasher, file writer): enough that a disk write that stalls
+	// for a few milliseconds does not stop the stream.
+	recvBuffers = 8
 )
 
 // chunk is one filled buffer, or the error that ended the producer (with
@@ -24,9 +25,9 @@ type chunk struct {
 }
 
 // chunkPipe runs a producer goroutine that fills buffers from a ring and
-// hands them to the consumer (the goroutine that made the pipe) in order.
-// The consumer returns each buffer with put once it is done with it, and
-// must call close before returning; close waits for the producer.
+// hands them, in order, to one consumer goroutine calling next. Whoever
+// holds a buffer last returns it with put, and the goroutine that made the
+// pipe must call close before returning; close waits for the producer.
 type chunkPipe struct {
 	free chan []byte
 	full chan chunk

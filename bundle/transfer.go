@@ -598,10 +598,10 @@ func retryable(err error) bool {
 var errChunkEnd = errors.New("bundle: all bytes read")
 
 // fetchOnce runs one stream: request from *done, then append every chunk to
-// f and hsh and advance *done. A second goroutine reads the stream into the
-// buffers of ring while this one writes, hashes and reports progress, so the
-// disk and the hash overlap the transfer; *done only counts bytes already
-// written to f and hashed, so a broken stream resumes exactly there.
+// pw and hsh and advance *done. One goroutine reads the stream into the
+// buffers of ring, a second hashes them and this one writes them and reports
+// progress, so the disk and the hash overlap the transfer; *done only counts
+// bytes already written and hashed, so a broken stream resumes exactly there.
 func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, pw *partWriter, hsh hash.Hash, done *int64, ring [][]byte, progress func(done, total int64)) error {
 	sctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "bundle"), headerTimeout)
 	st, err := h.NewStream(sctx, from, ProtocolID)
@@ -678,51 +678,57 @@ func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, pw 
 		}
 		p.close()
 	}()
-	// The hash of a chunk runs on a third goroutine while this one writes
-	// it: on two cores sha256 and the page-cache copy each take about as long
-	// as the stream itself.
-	toHash, hashed := make(chan []byte), make(chan struct{})
+	// Three stages joined by the ring, each on its own goroutine: the reader
+	// (above) fills buffers from the stream, the hasher hashes them in order,
+	// and this goroutine writes them to the file in order and hands them back
+	// to the reader. Each buffer moves on as soon as its stage is done, so
+	// the hash of one chunk overlaps the disk write of the one before it.
+	// Every chunk the hasher has seen reaches this goroutine, so when
+	// fetchOnce returns the hash covers exactly the bytes in the file (unless
+	// a write failed, which ends Fetch).
+	toWrite := make(chan chunk, len(ring)) // never blocks: at most len(ring) buffers exist
 	go func() {
-		for b := range toHash {
-			hsh.Write(b)
-			hashed <- struct{}{}
-		}
-		close(hashed)
-	}()
-	defer func() {
-		close(toHash)
-		<-hashed
-	}()
-	for {
-		c := p.next()
-		if c.err != nil && *done+int64(len(c.b)) < offer.Size {
-			// The stream broke mid-chunk: keep only whole dioAlign blocks, so
-			// that the next attempt resumes at an offset direct I/O can use.
-			c.b = c.b[:len(c.b)&^(dioAlign-1)]
-		}
-		if len(c.b) > 0 {
-			toHash <- c.b
-			werr := pw.write(c.b)
-			<-hashed
-			if werr != nil {
-				return permanent{werr}
+		defer close(toWrite)
+		pos := *done
+		for {
+			c := p.next()
+			if c.err != nil && pos+int64(len(c.b)) < offer.Size {
+				// The stream broke mid-chunk: keep only whole dioAlign
+				// blocks, so that the next attempt resumes at an offset
+				// direct I/O can use.
+				c.b = c.b[:len(c.b)&^(dioAlign-1)]
 			}
-			*done += int64(len(c.b))
-			if progress != nil {
-				progress(*done, offer.Size)
+			hsh.Write(c.b)
+			pos += int64(len(c.b))
+			toWrite <- c
+			if c.err != nil {
+				return
+			}
+		}
+	}()
+	var werr, end error
+	for c := range toWrite {
+		if len(c.b) > 0 && werr == nil {
+			if werr = pw.write(c.b); werr != nil {
+				_ = st.Reset() // stop the reader; drain what the hasher has
+			} else {
+				*done += int64(len(c.b))
+				if progress != nil {
+					progress(*done, offer.Size)
+				}
 			}
 		}
 		p.put(c.b)
-		if c.err == nil {
-			continue
-		}
-		if *done == offer.Size {
-			break
-		}
-		if c.err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return c.err
+		end = c.err
+	}
+	switch {
+	case werr != nil:
+		return permanent{werr}
+	case *done == offer.Size:
+	case end == io.EOF:
+		return io.ErrUnexpectedEOF
+	default:
+		return end
 	}
 	ok = true
 	_ = st.Close()

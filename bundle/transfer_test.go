@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -433,5 +434,32 @@ func TestFetchCanceledThenResumed(t *testing.T) {
 	defer omu.Unlock()
 	if len(offsets) != 2 || offsets[1] != fi.Size() {
 		t.Errorf("requests at %v, want [0 %d]", offsets, fi.Size())
+	}
+}
+
+// TestFetchWriteError: a failing file write ends the transfer with a
+// permanent error, stops the stream and leaves no goroutine behind, though
+// the reader and the hasher are chunks ahead of the writer.
+func TestFetchWriteError(t *testing.T) {
+	leakCheck(t)
+	sh, rh := pair(t)
+	sendStore := t.TempDir()
+	offer := storeFile(t, sendStore, randomBytes(12<<20, 12))
+	srv := newServer(t, sh, sendStore)
+	srv.Offer(offer.Hash, rh.ID())
+	path := filepath.Join(t.TempDir(), "part")
+	writeFile(t, path, nil)
+	ro, err := os.Open(path) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	var done int64
+	err = fetchOnce(ctxT(t), rh, sh.ID(), offer, newPartWriter(ro, 0), sha256.New(), &done, newRing(recvBuffers), nil)
+	if err == nil || retryable(err) {
+		t.Fatalf("fetch into a read-only file = %v, want a permanent error", err)
+	}
+	if done != 0 {
+		t.Errorf("done = %d after failed writes, want 0", done)
 	}
 }
