@@ -26,11 +26,12 @@ func init() {
 		Method: "a rendezvous.Rendezvous (libp2p on 127.0.0.1, badger history on disk, synced) serving its remote-mode gateway on 127.0.0.1; " +
 			"every client is a wsgateway.Client with its own Ed25519 key that authenticates (signed nonce) before anything else. " +
 			"Fan-out: each receiving client joins and subscribes to one channel; one more client publishes envelopes it signs itself " +
-			"(200 bytes of text carrying the send time) every 20 ms and waits for each ack (the rendezvous verifies the signature, stores " +
+			"(200 bytes of text carrying the time it was due) every 20 ms on a fixed schedule and waits for each ack (the rendezvous verifies the signature, stores " +
 			"durably, then fans out); each receiving client decodes and checks every event frame (no signature check: the gateway did it) " +
-			"and hands it through its subscription channel. Latency is publish→receive at every receiving client (clients in this process), " +
-			"so it includes the publisher's signing, the gateway's verification and the synced store write, none of which the gorilla " +
-			"baseline has; CPU per delivered frame is the whole process's (rendezvous, publisher and clients) while publishing. " +
+			"and hands it through its subscription channel to a consumer goroutine. Latency is due→receive at every receiving client (clients " +
+			"in this process), so it includes the publisher's signing, the gateway's verification and the synced store write (publish→ack " +
+			"p50 shows that part), and any lag of a publisher held back by its acks; the gorilla baseline has none of " +
+			"these. CPU per delivered frame is the whole process's (rendezvous, publisher and clients) while publishing. " +
 			"Idle: a child process (this binary " +
 			"re-executed) opens the connections and authenticates each one with its own key; the rendezvous's process memory is sampled " +
 			"after the rendezvous started and again once the gateway counts every authentication, after GC and FreeOSMemory. " +
