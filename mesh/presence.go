@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -29,9 +30,36 @@ type beacon struct {
 	Caps     []string `json:"caps,omitempty"`
 	Status   string   `json:"status"`
 	Channels []string `json:"channels,omitempty"`
+	// TTLms is how long, in milliseconds, receivers list the author after
+	// this beacon: the author beacons again well within it. 0 (absent, from
+	// older nodes) means the receiver's own TTL.
+	TTLms int64 `json:"ttl_ms,omitempty"`
 }
 
 const maxBeaconChannels = 256
+
+// Every member verifies every beacon, so presence costs each agent the
+// beacon rate of the whole topic. Up to presenceMembers members a node
+// beacons every tick (WithPresence, default 5 s); beyond, every
+// tick×members/presenceMembers, so all members together send at most
+// presenceMembers beacons per tick (20/s at the default) however many they
+// are. The TTL grows with the interval (the same ratio as WithPresence's
+// ttl to its tick) and travels in the beacon, so a receiver keeps a sender
+// listed for as long as that sender said.
+const (
+	presenceMembers   = 100
+	maxBeaconInterval = 10 * time.Minute // the interval stops growing here (unless the tick is longer)
+	maxBeaconTTL      = 6 * time.Hour    // longest ttl_ms a receiver accepts
+	minBeaconTTL      = 100 * time.Millisecond
+	// Greetings (the beacon a node sends when a neighbour joins the
+	// presence topic) wait for joins to be quiet for greetQuiet, at most
+	// greetMaxWait, and come no sooner than greetGap after the previous
+	// beacon; the last two are for up to presenceMembers members and grow
+	// like the interval.
+	greetQuiet   = time.Second
+	greetMaxWait = 10 * time.Second
+	greetGap     = 2 * time.Second
+)
 
 // presence keeps who is online from signed beacons.
 type presence struct {
@@ -39,14 +67,21 @@ type presence struct {
 	topic  *pubsub.Topic
 	sub    *pubsub.Subscription
 	events *pubsub.TopicEventHandler
-	kick   chan struct{}
+	kick   chan struct{} // own status or channels changed: beacon at once
+	joined chan struct{} // a neighbour joined the presence topic: greet
 	seq    atomic.Uint64 // beacon seq; the beat loop and goodbye (from Close) both publish
 	stopMu sync.Once
 
-	mu     sync.Mutex // guards peers, status
-	peers  map[string]*Peer
+	mu     sync.Mutex // guards peers, lastTS, status
+	peers  map[string]*listed
 	lastTS map[string]int64
 	status string
+}
+
+// listed is one agent in the presence table, kept until LastSeen+ttl.
+type listed struct {
+	Peer
+	ttl time.Duration
 }
 
 func startPresence(m *Mesh) (*presence, error) {
@@ -69,8 +104,8 @@ func startPresence(m *Mesh) (*presence, error) {
 		_ = t.Close()
 		return nil, fmt.Errorf("mesh: presence: %w", err)
 	}
-	p := &presence{m: m, topic: t, sub: sub, events: ev, kick: make(chan struct{}, 1),
-		peers: map[string]*Peer{}, lastTS: map[string]int64{}, status: StatusAvailable}
+	p := &presence{m: m, topic: t, sub: sub, events: ev, kick: make(chan struct{}, 1), joined: make(chan struct{}, 1),
+		peers: map[string]*listed{}, lastTS: map[string]int64{}, status: StatusAvailable}
 	m.wg.Add(3)
 	go p.read()
 	go p.beat()
@@ -99,23 +134,96 @@ func (p *presence) changed() {
 	}
 }
 
+// beat sends the beacons: the first at once, then one per interval (which
+// grows with the members listed, with ±25% jitter so that agents started
+// together do not beacon together), one at once on every change of our own
+// status or channels, and greetings when neighbours join the presence topic.
+// A greeting goes out at once when our last beacon reached no peer (so the
+// first peer a fresh node meets hears it straight away). Otherwise, since
+// every member verifies every greeting, the greetings of a burst of joins
+// are coalesced into one: it goes once joins have been quiet for greetQuiet,
+// at most greetMaxWait after the first join of the burst, and never sooner
+// than greetGap after the previous beacon (both grow like the interval).
 func (p *presence) beat() {
 	defer p.m.wg.Done()
-	t := time.NewTicker(p.m.cfg.presenceTick)
-	defer t.Stop()
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	greet := time.NewTimer(time.Hour)
+	greet.Stop()
+	defer greet.Stop()
+	var (
+		last     time.Time
+		heard    bool      // the last beacon had a peer on the topic to go to
+		greeting bool      // greet is armed
+		deadline time.Time // of the armed greeting
+	)
 	for {
-		p.publish(false)
 		select {
 		case <-p.m.ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
 		case <-p.kick:
+		case <-greet.C:
+			greeting = false
+		case <-p.joined:
+			if heard {
+				n := p.members()
+				now := time.Now()
+				if !greeting {
+					greeting, deadline = true, now.Add(beaconInterval(greetMaxWait, n))
+				}
+				at := now.Add(greetQuiet)
+				if at.After(deadline) {
+					at = deadline
+				}
+				if earliest := last.Add(beaconInterval(greetGap, n)); at.Before(earliest) {
+					at = earliest
+				}
+				greet.Reset(time.Until(at))
+				continue
+			}
 		}
+		heard = p.publish(false)
+		last = time.Now()
+		if greeting {
+			greet.Stop()
+			greeting = false
+		}
+		iv := p.interval()
+		tick.Reset(iv*3/4 + rand.N(iv/2+1))
 	}
 }
 
-// greet beacons as soon as a new peer joins the presence topic, so a new
-// neighbour learns about us without waiting for the next tick.
+// members counts the agents listed, this node included.
+func (p *presence) members() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(1, len(p.peers))
+}
+
+// interval is the time between two periodic beacons of this node for the
+// number of members it lists (see presenceMembers).
+func (p *presence) interval() time.Duration {
+	return beaconInterval(p.m.cfg.presenceTick, p.members())
+}
+
+func beaconInterval(tick time.Duration, members int) time.Duration {
+	if members <= presenceMembers {
+		return tick
+	}
+	iv := time.Duration(float64(tick) * float64(members) / presenceMembers)
+	return max(tick, min(iv, maxBeaconInterval))
+}
+
+// beaconTTL is the ttl announced with a beacon sent every interval: the
+// configured ttl's multiple of the tick, bounded for receivers.
+func beaconTTL(tick, ttl, interval time.Duration) time.Duration {
+	d := time.Duration(float64(interval) * float64(ttl) / float64(tick))
+	return min(max(d, minBeaconTTL), maxBeaconTTL)
+}
+
+// greet tells the beat loop when a new peer joins the presence topic, so a
+// new neighbour learns about us without waiting for the next interval.
 func (p *presence) greet() {
 	defer p.m.wg.Done()
 	for {
@@ -124,12 +232,17 @@ func (p *presence) greet() {
 			return
 		}
 		if ev.Type == pubsub.PeerJoin {
-			p.changed()
+			select {
+			case p.joined <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
 
-func (p *presence) publish(bye bool) {
+// publish signs and publishes a beacon and reports whether the topic had a
+// peer to send it to.
+func (p *presence) publish(bye bool) bool {
 	m := p.m
 	p.mu.Lock()
 	st := p.status
@@ -143,16 +256,19 @@ func (p *presence) publish(bye bool) {
 			chans = append(chans, c)
 		}
 	}
-	b, _ := json.Marshal(beacon{Name: m.cfg.name, Caps: m.cfg.caps, Status: st, Channels: chans})
+	ttl := beaconTTL(m.cfg.presenceTick, m.cfg.presenceTTL, p.interval())
+	b, _ := json.Marshal(beacon{Name: m.cfg.name, Caps: m.cfg.caps, Status: st, Channels: chans, TTLms: ttl.Milliseconds()})
 	e := &Envelope{Channel: "@" + m.self, Name: m.cfg.name, Seq: p.seq.Add(1), TS: time.Now().UnixMilli(), Kind: "presence", Content: string(b)}
 	if err := e.Sign(m.node.Key()); err != nil {
 		m.log.Warn("presence sign", "err", err)
-		return
+		return false
 	}
 	p.record(e, nil)
+	heard := len(p.topic.ListPeers()) > 0
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = p.topic.Publish(ctx, e.Marshal())
+	return heard
 }
 
 func (p *presence) read() {
@@ -162,11 +278,8 @@ func (p *presence) read() {
 		if err != nil {
 			return
 		}
-		if e, ok := msg.ValidatorData.(*Envelope); ok {
-			var b beacon
-			if json.Unmarshal([]byte(e.Content), &b) == nil {
-				p.record(e, &b)
-			}
+		if v, ok := msg.ValidatorData.(validBeacon); ok {
+			p.record(v.env, v.b)
 		}
 	}
 }
@@ -181,6 +294,10 @@ func (p *presence) record(e *Envelope, b *beacon) {
 		p.mu.Unlock()
 		b = &beacon{Name: m.cfg.name, Caps: m.cfg.caps, Status: st, Channels: m.Channels()}
 	}
+	ttl := m.cfg.presenceTTL
+	if b.TTLms > 0 {
+		ttl = time.Duration(b.TTLms) * time.Millisecond
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e.TS <= p.lastTS[e.From] {
@@ -194,28 +311,27 @@ func (p *presence) record(e *Envelope, b *beacon) {
 	if len(b.Channels) > maxBeaconChannels {
 		b.Channels = b.Channels[:maxBeaconChannels]
 	}
-	if old, ok := p.peers[e.From]; (!ok || time.Since(old.LastSeen) > p.m.cfg.presenceTTL) && e.From != p.m.self {
+	if old, ok := p.peers[e.From]; (!ok || time.Since(old.LastSeen) > old.ttl) && e.From != p.m.self {
 		p.m.dx.peerSeen(e.From) // non-blocking: flush DMs waiting for it
 	}
-	p.peers[e.From] = &Peer{ID: e.From, Name: e.Name, Status: b.Status, Caps: b.Caps, Channels: b.Channels, LastSeen: time.Now()}
+	p.peers[e.From] = &listed{Peer: Peer{ID: e.From, Name: e.Name, Status: b.Status, Caps: b.Caps, Channels: b.Channels, LastSeen: time.Now()}, ttl: ttl}
 	if len(p.lastTS) > 4*maxTrackedAuthors {
 		p.lastTS = map[string]int64{e.From: e.TS}
 	}
 }
 
 func (p *presence) list(channel string) []Peer {
-	ttl := p.m.cfg.presenceTTL
 	p.mu.Lock()
 	var out []Peer
 	for id, pe := range p.peers {
-		if id != p.m.self && time.Since(pe.LastSeen) > ttl {
+		if id != p.m.self && time.Since(pe.LastSeen) > pe.ttl {
 			delete(p.peers, id)
 			continue
 		}
 		if channel != "" && !slices.Contains(pe.Channels, channel) {
 			continue
 		}
-		c := *pe
+		c := pe.Peer
 		c.Caps = slices.Clone(pe.Caps)
 		c.Channels = slices.Clone(pe.Channels)
 		out = append(out, c)
@@ -257,7 +373,7 @@ func (p *presence) resolve(target string) (string, error) {
 }
 
 // goodbye tells peers we leave, so they drop us at once.
-func (p *presence) goodbye() { p.publish(true) }
+func (p *presence) goodbye() { _ = p.publish(true) }
 
 func (p *presence) stop() {
 	p.stopMu.Do(func() {
@@ -274,6 +390,10 @@ func (m *Mesh) presenceValidator() pubsub.ValidatorEx {
 		if err == nil {
 			err = e.Verify()
 		}
+		var b *beacon
+		if err == nil && e.Kind == "presence" && e.Channel == "@"+e.From {
+			b, err = parseBeacon(e.Content)
+		}
 		if err != nil || e.Kind != "presence" || e.Channel != "@"+e.From {
 			m.stats.add(&m.stats.RejectedInvalid, 1)
 			return pubsub.ValidationReject
@@ -287,7 +407,29 @@ func (m *Mesh) presenceValidator() pubsub.ValidatorEx {
 		if e.From != m.self && !m.rate.allow("presence/"+e.From, now) {
 			return pubsub.ValidationIgnore
 		}
-		msg.ValidatorData = e
+		msg.ValidatorData = validBeacon{env: e, b: b}
 		return pubsub.ValidationAccept
 	}
+}
+
+// validBeacon is what the validator hands to the reader.
+type validBeacon struct {
+	env *Envelope
+	b   *beacon
+}
+
+// parseBeacon decodes and bounds a beacon's content (already inside a
+// verified envelope, so the size is bounded by the envelope's limits).
+func parseBeacon(content string) (*beacon, error) {
+	var b beacon
+	if err := json.Unmarshal([]byte(content), &b); err != nil {
+		return nil, fmt.Errorf("mesh: beacon: %w", err)
+	}
+	if b.TTLms < 0 || b.TTLms > maxBeaconTTL.Milliseconds() || (b.TTLms > 0 && b.TTLms < minBeaconTTL.Milliseconds()) {
+		return nil, fmt.Errorf("mesh: beacon: ttl_ms %d outside %d..%d", b.TTLms, minBeaconTTL.Milliseconds(), maxBeaconTTL.Milliseconds())
+	}
+	if len(b.Channels) > maxBeaconChannels {
+		b.Channels = b.Channels[:maxBeaconChannels]
+	}
+	return &b, nil
 }
