@@ -12,8 +12,12 @@ import (
 const dioAlign = 4096
 
 // directIO lets a partWriter try O_DIRECT; benchmarks turn it off to
-// compare.
-var directIO = true
+// compare. setDirectFn is setDirect; tests make it fail like a file system
+// that refuses direct I/O.
+var (
+	directIO    = true
+	setDirectFn = setDirect
+)
 
 // partWriter appends received chunks to a .part file. Where the file system
 // allows it, aligned chunks bypass the page cache (O_DIRECT): the kernel
@@ -85,7 +89,7 @@ func (w *partWriter) setDirect(on bool) bool {
 	if w.direct == on {
 		return true
 	}
-	if err := setDirect(w.f, on); err != nil {
+	if err := setDirectFn(w.f, on); err != nil {
 		if on {
 			w.canDirect = false
 		}

@@ -2,7 +2,7 @@ package bundle
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,10 +29,19 @@ func TestPartWriter(t *testing.T) {
 		{"tiny chunks", 0, []int{1, 2, 3, 4096, 4093, 8192}, 0, false},
 	}
 	for _, tt := range tests {
-		for _, direct := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/direct=%v", tt.name, direct), func(t *testing.T) {
-				defer func(was bool) { directIO = was }(directIO)
-				directIO = direct
+		for _, mode := range []string{"direct", "buffered", "refused"} {
+			t.Run(tt.name+"/"+mode, func(t *testing.T) {
+				defer func(was bool, fn func(*os.File, bool) error) { directIO, setDirectFn = was, fn }(directIO, setDirectFn)
+				direct := mode == "direct"
+				directIO = mode != "buffered"
+				if mode == "refused" {
+					setDirectFn = func(f *os.File, on bool) error {
+						if on {
+							return errors.New("test: no direct I/O here")
+						}
+						return nil
+					}
+				}
 				path := filepath.Join(t.TempDir(), "x.part")
 				if err := os.WriteFile(path, data[:tt.start], 0o600); err != nil {
 					t.Fatal(err)
@@ -71,7 +80,7 @@ func TestPartWriter(t *testing.T) {
 					t.Errorf("writer offset %d, want %d", w.off, off)
 				}
 				if !direct && w.directN != 0 {
-					t.Errorf("%d bytes written directly with direct I/O off", w.directN)
+					t.Errorf("%d bytes written directly with direct I/O %s", w.directN, mode)
 				}
 				if !tt.direct && w.directN != 0 {
 					t.Errorf("%d bytes written directly from unaligned chunks", w.directN)
