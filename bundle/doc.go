@@ -45,21 +45,26 @@
 //     at most MaxRefLen (200) bytes; repo name MaxRepoLen (128) and note
 //     MaxNoteLen (4096) bytes; an offer's JSON at most MaxOfferLen (64 KiB,
 //     the envelope content limit).
-//   - Frames at most MaxFrameLen (1 KiB). Each side moves a bundle through
-//     a fixed ring of ChunkSize (1 MiB) buffers: the sender reads the file
-//     ahead on a second goroutine (3 buffers); the receiver runs three
-//     stages in order over 8 buffers (one goroutine reads the stream, one
-//     hashes, Fetch's own writes the file), so the disk and the hash overlap
-//     the transfer and each other. The receiver writes with O_DIRECT where the file system
-//     allows it (Linux; partwriter.go): the kernel copies nothing into the
-//     page cache, the disk works while the stream runs, and the final fsync
-//     has only metadata and the device cache left. Unaligned writes (the
-//     last chunk's tail) and file systems that refuse O_DIRECT go through the
+//   - Frames at most MaxFrameLen (1 KiB). The sender writes the file to the
+//     stream in ChunkSize (1 MiB) writes straight from a read-only mapping,
+//     32 MiB of the file mapped at a time (Linux; mmap_linux.go): one copy
+//     less than reading it, and a fault from a file truncated under it is an
+//     error, not a crash. Where it cannot map the file it reads it ahead on
+//     a second goroutine through a ring of 3 ChunkSize buffers.
+//   - The receiver runs three stages in order over a ring of 8 ChunkSize
+//     buffers (one goroutine reads the stream, one hashes, Fetch's own
+//     writes the file), so the disk and the hash overlap the transfer and
+//     each other. It writes with O_DIRECT where the file system allows it
+//     (Linux; partwriter.go): the kernel copies nothing into the page cache,
+//     the disk works while the stream runs, and the final fsync has only
+//     metadata and the device cache left. Unaligned writes (the last
+//     chunk's tail) and file systems that refuse O_DIRECT go through the
 //     page cache with writeback started every 8 MiB. To keep resumed
 //     transfers aligned, a stream that breaks mid-chunk keeps only whole
 //     4 KiB blocks of that chunk, and a .part from an earlier process is cut
-//     back to a multiple of 4 KiB before it is hashed. The libp2p muxer adds
-//     its own bounded window (yamux: at most 16 MiB per stream).
+//     back to a multiple of 4 KiB before it is hashed.
+//   - The libp2p muxer adds its own bounded window (yamux: at most 16 MiB
+//     per stream). Neither side holds more of a bundle than these.
 //   - Per peer, the server runs at most DefaultMaxPerPeer (2) transfers at once
 //     and at most DefaultMaxPeerBytes (4 GiB) still to send over them
 //     (WithMaxPerPeer, WithMaxPeerBytes).

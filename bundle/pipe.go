@@ -7,8 +7,12 @@ import "sync"
 // (the file on the sender, the stream on the receiver) overlaps with the
 // rest (the sender writing the stream; the receiver hashing on one goroutine
 // and writing the file on another). Memory stays bounded by the ring.
+// mapFiles lets the sender send from a mapping of the file (sendMapped)
+// instead of reading it through its ring; tests turn it off to cover both.
+var mapFiles = true
+
 const (
-	// sendBuffers is the sender's ring: one being filled from the file, one
+	// sendBuffers is the sender's ring (used where the file cannot be mapped): one being filled from the file, one
 	// being written to the stream, one spare so neither waits on the other.
 	sendBuffers = 3
 	// recvBuffers is the receiver's ring, shared by three stages (stream

@@ -388,11 +388,26 @@ func (s *Server) serve(st network.Stream, remote peer.ID, log *slog.Logger) erro
 	if _, err := f.Seek(q.Offset, io.SeekStart); err != nil {
 		return err
 	}
-	// A second goroutine reads the file ahead while this one writes the
-	// stream; limit stops it at the end or, in tests, at the injected reset.
+	// The file goes to the stream from a mapping where it can be mapped;
+	// otherwise a second goroutine reads it ahead while this one writes the
+	// stream. limit stops either at the end or, in tests, at the injected
+	// reset.
 	limit := want
 	if resetAfter >= 0 && resetAfter < limit {
 		limit = resetAfter
+	}
+	if mapFiles {
+		sent, ok, err := sendMapped(st, f, q.Offset, limit, func() { _ = st.SetWriteDeadline(time.Now().Add(IdleTimeout)) })
+		if ok {
+			if err != nil {
+				return err
+			}
+			if resetAfter >= 0 && sent >= resetAfter {
+				return errors.New("test: injected reset")
+			}
+			log.Debug("bundle sent", "hash", q.Hash, "offset", q.Offset, "bytes", sent, "mapped", true)
+			return nil
+		}
 	}
 	var read int64 // producer only
 	p := newChunkPipe(newRing(sendBuffers), func(buf []byte) (int, error) {

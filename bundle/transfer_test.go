@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -462,4 +464,63 @@ func TestFetchWriteError(t *testing.T) {
 	if done != 0 {
 		t.Errorf("done = %d after failed writes, want 0", done)
 	}
+}
+
+// TestServeTruncatedFile: a stored bundle cut short while it is being sent
+// (by someone else: the store never does it) ends that transfer with an
+// error on both sides; with the file mapped, the fault on the missing pages
+// is an error too, not a crash of the process.
+func TestServeTruncatedFile(t *testing.T) {
+	for _, mapped := range []bool{true, false} {
+		t.Run(fmt.Sprintf("mapped=%v", mapped), func(t *testing.T) {
+			defer func(was bool) { mapFiles = was }(mapFiles)
+			mapFiles = mapped
+			leakCheck(t)
+			sh, rh := pair(t)
+			sendStore := t.TempDir()
+			offer := storeFile(t, sendStore, randomBytes(64<<20, 13))
+			var logs syncBuffer
+			srv, err := NewServer(sh, sendStore, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			srv.Offer(offer.Hash, rh.ID())
+			var once sync.Once
+			_, err = Fetch(ctxT(t), rh, sh.ID(), offer, t.TempDir(), func(done, total int64) {
+				if done > 0 {
+					once.Do(func() {
+						if err := os.Truncate(filepath.Join(sendStore, offer.Hash), 4096); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+			})
+			if err == nil {
+				t.Fatal("Fetch of a bundle truncated while it was sent succeeded")
+			}
+			srv.Close()
+			if want := "changed while it was sent"; mapped && !strings.Contains(logs.String(), want) {
+				t.Errorf("server log lacks %q:\n%s", want, logs.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (a logger).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
