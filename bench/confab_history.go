@@ -32,11 +32,15 @@ func init() {
 			"truncates on Close), divided by the messages of (a), indexes (search postings of the random words included) and badger's fixed files included; (e) catch-up: node A (node.Host, store on disk, mesh) holds " +
 			"the channel's messages, node B joins the channel empty and is then connected to A; the clock runs from the connect until B's store " +
 			"holds every message (polled every 5 ms), all of it through /confab/sync/1 (responses of up to 10000 envelopes / 8 MiB, the next requested while the last is checked), each envelope verified and stored by B. Profile (full size; targets are 100000 appends/s and catch-up under 2 s): " +
-			"an acknowledged append writes five keys (m/, l/, a/, g/, h/); the search index is written afterwards by a background indexer (~13 keys per " +
-			"envelope here), and both go through badger's single write goroutine (skiplist inserts ~24% of CPU, log syncs ~7%, compaction 14%, " +
-			"flushes 9%); about 55 µs of CPU per envelope, so two cores top out near 36k/s; group commit holds ~120 envelopes per sync with 256 " +
-			"writers. Catch-up verifies signatures on every core (~61 µs each: 6 s of CPU per 100000, at least 3 s on two cores) before storing " +
-			"in batches of up to 4096; under 2 s needs batch Ed25519 verification, which the standard library lacks.",
+			"an acknowledged append writes five keys (m/, l/, a/, g/, h/); the search index follows from a background indexer that writes one posting " +
+			"list (one key) per word and indexer transaction. This content's words are random base64 fragments that never repeat, so that is still " +
+			"~13 keys per envelope and about half of the CPU (store.BenchmarkHistoryCPU, 256 writers: ~47 µs per envelope in all, ~23 µs with " +
+			"indexing off); English-like text, whose words repeat, costs ~36 µs per envelope with 256 writers and ~23 µs in batches of 1000 " +
+			"(~110 µs before the lists were packed). Everything goes through badger's single write goroutine (skiplist inserts ~25% of CPU, " +
+			"log writes ~8%, syncs ~3%), with flushes (~9%) and compaction (~6%) behind it, so two cores top out near 40k/s; group commit holds " +
+			"~115 envelopes per sync with 256 writers. The CPU rows are the process's user+sys per envelope until the index covers everything " +
+			"(for catch-up: both nodes, A's reads, B's verification and store). Catch-up verifies signatures on every core (~61 µs each with " +
+			"crypto/ed25519) before storing in batches of up to 4096; A's Since reads cost ~12 µs per envelope (store.BenchmarkCatchUpReads).",
 		Run: runConfabStore,
 	})
 }
