@@ -32,6 +32,9 @@ func (b seqBackend) NextSeq(ctx context.Context, channel, author string) (uint64
 }
 
 func (b seqBackend) Publish(ctx context.Context, env *mesh.Envelope) (mesh.Record, error) {
+	if err := env.Verify(); err != nil { // Backend.Publish verifies first, as mesh.Publish does
+		return mesh.Record{}, err
+	}
 	if n, _ := b.NextSeq(ctx, env.Channel, env.From); env.Seq != n {
 		return mesh.Record{}, mesh.ErrSeqGap
 	}

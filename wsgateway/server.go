@@ -24,6 +24,8 @@ type Backend interface {
 	Join(ctx context.Context, channel string) error
 	Leave(ctx context.Context, channel string) error
 	Send(ctx context.Context, channel, kind, content, replyTo string) (mesh.Record, error)
+	// Publish must verify env (mesh.Envelope.Verify, as mesh.Publish
+	// does) before it stores or forwards anything; the gateway does not.
 	Publish(ctx context.Context, env *mesh.Envelope) (mesh.Record, error)
 	Subscribe(channels []string, queue int) Subscription
 	After(ctx context.Context, channel, cursor string, limit int) ([]mesh.Record, error)
