@@ -25,14 +25,18 @@
 // and handles requests one after another, in order), one writer goroutine
 // (the only writer of data frames: it drains the bounded send queue, owns
 // write deadlines and pings, and sends every frame queued at once in one
-// network write) and, while a subscription is active, one pump goroutine
-// that replays history and forwards live records into the send queue. The
+// network write) and, while a subscription replays history, one pump
+// goroutine; once replayed, the subscription joins its live group:
+// connections subscribed to the same channels share one backend
+// subscription read by one goroutine that encodes each record once and
+// queues it straight into every member's send queue (subscribe.go). The
 // HTTP handler returns right after the upgrade; the reader runs on the
 // connection's own goroutine and ties the others with an errgroup, and the
-// connection ends when all have exited. Queueing into the send queue blocks
-// (backpressure); the overflow point is the backend subscription's queue:
-// when it overflows the client is sent a "resume" error with its last cursor
-// and closed with code 4008.
+// connection ends when all have exited. Live events never block: a
+// member whose send queue holds SendQueue+SubscriptionQueue frames (or
+// whose replay holds back SubscriptionQueue live records) is sent a
+// "resume" error with its last cursor and closed with code 4008, alone;
+// the other members go on.
 //
 // Memory per idle connection is kept small on purpose (tens of thousands
 // per rendezvous): the send queue is a slice that grows with use and is
@@ -43,9 +47,11 @@
 // Concurrency: Server and Client methods are safe for concurrent use.
 // Locks: Server.mu guards the connection set, listeners, per-IP counts and
 // the identity table, and is never held while doing I/O or taking another
-// lock. conn.qmu (the send queue), batchConn.mu (the write batch; held
-// while writing to the network) and eventCache.mu (held while encoding) are
-// leaf locks. Client.mu guards pending requests
+// lock. Live fan-out locks in this order: eventCache.mu → liveGroup.mu →
+// liveMember.mu → conn.qmu (eventCache.mu is not held while encoding).
+// conn.qmu (the send queue) and batchConn.mu (the write batch; held while
+// writing to the network) are leaf locks; frontConn.mu (knocks waiting for
+// a thin host) is a leaf lock too. Client.mu guards pending requests
 // and the subscription; Client.wmu serialises writes; wmu is never taken
 // while mu is held.
 package wsgateway

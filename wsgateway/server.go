@@ -58,7 +58,7 @@ type Config struct {
 
 	MaxFrame          int           // largest client frame in bytes; default 256 KiB
 	SendQueue         int           // frames queued for one connection's writer; default 1024
-	SubscriptionQueue int           // records queued by the backend for one subscription; default 1024
+	SubscriptionQueue int           // live records held during a replay, and frames queued beyond SendQueue once live; default 1024
 	MaxConns          int           // concurrent connections; default 256
 	MaxBadFrames      int           // bad frames in a row before closing with 1008; default 32
 	WriteTimeout      time.Duration // deadline of one frame write; default 10 s
