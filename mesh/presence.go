@@ -139,7 +139,8 @@ func (p *presence) changed() {
 // together do not beacon together), one at once on every change of our own
 // status or channels, and greetings when neighbours join the presence topic.
 // A greeting goes out at once when our last beacon reached no peer (so the
-// first peer a fresh node meets hears it straight away). Otherwise, since
+// first peer a fresh node meets hears it straight away), and once more
+// coalesced as below, in case the first was lost. Otherwise, since
 // every member verifies every greeting, the greetings of a burst of joins
 // are coalesced into one: it goes once joins have been quiet for greetQuiet,
 // at most greetMaxWait after the first join of the burst, and never sooner
@@ -157,7 +158,23 @@ func (p *presence) beat() {
 		greeting bool      // greet is armed
 		deadline time.Time // of the armed greeting
 	)
+	arm := func() { // schedule the coalesced greeting
+		n := p.members()
+		now := time.Now()
+		if !greeting {
+			greeting, deadline = true, now.Add(beaconInterval(greetMaxWait, n))
+		}
+		at := now.Add(greetQuiet)
+		if at.After(deadline) {
+			at = deadline
+		}
+		if earliest := last.Add(beaconInterval(greetGap, n)); at.Before(earliest) {
+			at = earliest
+		}
+		greet.Reset(time.Until(at))
+	}
 	for {
+		first := false // a greeting sent at once: repeat it coalesced
 		select {
 		case <-p.m.ctx.Done():
 			return
@@ -167,27 +184,21 @@ func (p *presence) beat() {
 			greeting = false
 		case <-p.joined:
 			if heard {
-				n := p.members()
-				now := time.Now()
-				if !greeting {
-					greeting, deadline = true, now.Add(beaconInterval(greetMaxWait, n))
-				}
-				at := now.Add(greetQuiet)
-				if at.After(deadline) {
-					at = deadline
-				}
-				if earliest := last.Add(beaconInterval(greetGap, n)); at.Before(earliest) {
-					at = earliest
-				}
-				greet.Reset(time.Until(at))
+				arm()
 				continue
 			}
+			first = true
 		}
 		heard = p.publish(false)
 		last = time.Now()
 		if greeting {
 			greet.Stop()
 			greeting = false
+		}
+		if first {
+			// gossipsub may learn a peer's subscription before it can send
+			// to that peer, and then drops what we publish to it silently.
+			arm()
 		}
 		iv := p.interval()
 		tick.Reset(iv*3/4 + rand.N(iv/2+1))
@@ -385,10 +396,11 @@ func (p *presence) stop() {
 }
 
 func (m *Mesh) presenceValidator() pubsub.ValidatorEx {
+	checked := newVerifyOnce(maxVerifiedBeacons)
 	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		e, err := Unmarshal(msg.Data)
 		if err == nil {
-			err = e.Verify()
+			err = checked.verify(msg.ID, e)
 		}
 		var b *beacon
 		if err == nil && e.Kind == "presence" && e.Channel == "@"+e.From {
@@ -432,4 +444,70 @@ func parseBeacon(content string) (*beacon, error) {
 		b.Channels = b.Channels[:maxBeaconChannels]
 	}
 	return &b, nil
+}
+
+// maxVerifiedBeacons bounds verifyOnce's memory of good beacons (two
+// generations of up to this many message ids each).
+const maxVerifiedBeacons = 4096
+
+// verifyOnce verifies each distinct message once. Gossipsub marks a message
+// seen only after its validator returns, so the copies of one beacon that
+// neighbours forward while the first is being checked would each be
+// verified again (several times per beacon per node in a busy mesh). The
+// key is gossipsub's message id, the sha256 of the whole message (envelope
+// and signature), so a copy with the same id is the same bytes and gets the
+// same verdict. Only good verdicts are remembered. Safe for concurrent use.
+type verifyOnce struct {
+	max int
+
+	mu       sync.Mutex // guards the fields below
+	cur, old map[string]struct{}
+	inflight map[string]chan struct{} // closed when the first check is done
+}
+
+func newVerifyOnce(max int) *verifyOnce {
+	return &verifyOnce{max: max, cur: map[string]struct{}{}, old: map[string]struct{}{}, inflight: map[string]chan struct{}{}}
+}
+
+func (v *verifyOnce) known(id string) bool {
+	_, ok := v.cur[id]
+	if !ok {
+		_, ok = v.old[id]
+	}
+	return ok
+}
+
+// verify returns e.Verify()'s verdict, checking each id at most once at a
+// time and not again once it passed.
+func (v *verifyOnce) verify(id string, e *Envelope) error {
+	if id == "" {
+		return e.Verify()
+	}
+	for {
+		v.mu.Lock()
+		if v.known(id) {
+			v.mu.Unlock()
+			return nil
+		}
+		wait, busy := v.inflight[id]
+		if !busy {
+			done := make(chan struct{})
+			v.inflight[id] = done
+			v.mu.Unlock()
+			err := e.Verify()
+			v.mu.Lock()
+			delete(v.inflight, id)
+			if err == nil {
+				if len(v.cur) >= v.max {
+					v.old, v.cur = v.cur, map[string]struct{}{}
+				}
+				v.cur[id] = struct{}{}
+			}
+			v.mu.Unlock()
+			close(done)
+			return err
+		}
+		v.mu.Unlock()
+		<-wait // then either known, or the first copy failed: check this one
+	}
 }

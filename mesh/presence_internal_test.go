@@ -3,8 +3,12 @@ package mesh
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func TestBeaconInterval(t *testing.T) {
@@ -117,4 +121,52 @@ func FuzzParseBeacon(f *testing.F) {
 			t.Fatalf("round trip of %s: %+v, %v", j, again, err)
 		}
 	})
+}
+
+func TestVerifyOnce(t *testing.T) {
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := &Envelope{Channel: "@" + id.String(), TS: 1, Seq: 1, Kind: "presence", Content: `{"status":"available"}`}
+	if err := good.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	bad := *good
+	bad.Sig = append([]byte(nil), good.Sig...)
+	bad.Sig[0] ^= 1
+	v := newVerifyOnce(2)
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Go(func() { errs[i] = v.verify("good", good) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("copy %d of a good beacon: %v", i, err)
+		}
+	}
+	for range 2 { // a bad verdict is not remembered, and never turns good
+		if err := v.verify("bad", &bad); err == nil {
+			t.Fatal("a bad signature passed")
+		}
+	}
+	v.verify("a", good)
+	v.verify("b", good) // rotates: "good" moves to the old generation
+	if !v.known("good") || !v.known("b") {
+		t.Error("the previous generation is forgotten too soon")
+	}
+	v.verify("c", good)
+	v.verify("d", good) // rotates again
+	if v.known("good") {
+		t.Error("memory is not bounded: the id two generations back is still known")
+	}
+	if err := v.verify("", &bad); err == nil {
+		t.Error("an empty id skipped the check")
+	}
 }
