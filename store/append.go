@@ -324,14 +324,23 @@ type writer struct {
 }
 
 func (db *DB) newWriter(txn *badger.Txn, prev *batch) *writer {
-	return &writer{
+	w := &writer{
 		db:   db,
 		txn:  txn,
 		prev: prev,
-		// Half of badger's limits leaves room for o/last and estimate slack.
-		maxSize:  db.bdb.MaxBatchSize() / 2,
-		maxCount: db.bdb.MaxBatchCount() / 2,
 	}
+	w.maxCount, w.maxSize = db.txnLimits()
+	return w
+}
+
+// txnLimits are the entries and bytes the committer and the indexer put in
+// one badger transaction: 90% of badger's limits, which count each Set as
+// its key, value and 12 bytes, where the writers count 16 and over-estimate
+// an envelope before writing it; the rest is room for o/last (or
+// o/indexed). (Half, as before, split a batch of 1000 envelopes in two
+// synced commits.)
+func (db *DB) txnLimits() (count, size int64) {
+	return db.bdb.MaxBatchCount() * 9 / 10, db.bdb.MaxBatchSize() * 9 / 10
 }
 
 // room commits the current transaction first if size bytes in count more

@@ -163,7 +163,8 @@
 // goroutine, then hands the request to the committer, which takes it and
 // every other request already waiting, up to MaxBatch envelopes, writes them
 // in one badger transaction (more only if badger's transaction size limit
-// demands), syncs once, and answers them all from badger's commit callback.
+// demands: we fill 90% of it, about 1200 envelopes of 430 bytes with 8 MiB
+// memtables), syncs once, and answers them all from badger's commit callback.
 // Being the only writer, it checks duplicates and updates high-water marks
 // without conflicts, and assigns offsets in commit order. The duplicate check
 // reads m/<id> only when the envelope's seq is at most the highest seq

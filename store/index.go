@@ -409,7 +409,7 @@ func (db *DB) indexBatch() (bool, error) {
 // its own posting lists and the watermark of its last envelope.
 func (db *DB) indexItems(items []indexItem) error {
 	x := &db.idx
-	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
+	maxCount, maxSize := db.txnLimits()
 	var (
 		pb   = newPostingBatch()
 		toks []string
@@ -452,7 +452,7 @@ func (db *DB) indexFromDisk() (bool, error) {
 		x.pendMu.Unlock()
 		return false, nil
 	}
-	maxCount, maxSize := db.bdb.MaxBatchCount()/2, db.bdb.MaxBatchSize()/2
+	maxCount, maxSize := db.txnLimits()
 	var (
 		pb    = newPostingBatch()
 		mark  = upto

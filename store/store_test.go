@@ -809,6 +809,55 @@ func TestAppendLargerThanOneTxn(t *testing.T) {
 	}
 }
 
+// TestAppendManyInOneCall appends more envelopes in one call than one
+// badger transaction has entries for (tiny ones, many authors, so each
+// writes its own h/ key too), so the committer splits by count; and a
+// batch of 1000 ordinary envelopes, which fits one transaction.
+func TestAppendManyInOneCall(t *testing.T) {
+	db := open(t, "")
+	maxCount, _ := db.txnLimits()
+	n := int(maxCount/6) + 100
+	authors := make([]*mesh.Envelope, 64)
+	for i := range authors {
+		authors[i] = signed(t, newKey(t), "#many", 1, "x")
+	}
+	var envs []*mesh.Envelope
+	for i := range n {
+		e := *authors[i%len(authors)]
+		e.Seq = uint64(i/len(authors) + 1)
+		e.Content = nth("x", i)
+		e.ID = e.ComputeID()
+		envs = append(envs, &e)
+	}
+	curs := appendAll(t, db, envs...)
+	if !slices.IsSorted(curs) || slices.Contains(curs, "") {
+		t.Errorf("cursors not all stored and increasing")
+	}
+	st := db.Stats()
+	if st.Syncs < 2 || st.Appends != uint64(n) {
+		t.Errorf("stats %+v: want %d appends in at least 2 synced commits", st, n)
+	}
+	hw, err := db.HighWater(ctx, "#many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range authors {
+		if want := uint64(n / len(authors)); hw[a.From] < want {
+			t.Errorf("high water %d, want at least %d", hw[a.From], want)
+		}
+	}
+
+	k := newKey(t)
+	var batch []*mesh.Envelope
+	for i := range 1000 {
+		batch = append(batch, signed(t, k, "#one", uint64(i+1), strings.Repeat("ordinary chat text ", 10)+nth("n", i)))
+	}
+	appendAll(t, db, batch...)
+	if got := db.Stats().Syncs - st.Syncs; got != 1 {
+		t.Errorf("a batch of 1000 took %d synced commits, want 1", got)
+	}
+}
+
 // TestSmallAuthorCache forces the committer's per-author cache to be cleared
 // between almost every batch while batches are in flight.
 func TestSmallAuthorCache(t *testing.T) {
