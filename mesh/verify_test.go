@@ -17,6 +17,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/oasisprotocol/curve25519-voi/curve"
 	"github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
@@ -218,6 +219,63 @@ func TestVerifyRejectsNonCanonicalS(t *testing.T) {
 	for i := range want {
 		if !errors.Is(errs[i], want[i]) || (want[i] == nil) != (errs[i] == nil) {
 			t.Errorf("VerifyBatch[%d] = %v, want %v", i, errs[i], want[i])
+		}
+	}
+}
+
+// Nobody but the author can turn a valid signature into another: R moved
+// by any small-order point, or R re-encoded with its sign bit flipped,
+// changes k = H(R, A, m), so for an honest key the cofactored equation
+// fails (docs/protocol.md relies on this); s+L is caught by s < L.
+func TestSignatureNotMalleable(t *testing.T) {
+	k := newKey(t)
+	e := signed(t, k, nil)
+	var r curve.EdwardsPoint
+	var rc curve.CompressedEdwardsY
+	if _, err := rc.SetBytes(e.Sig[:32]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetCompressedY(&rc); err != nil {
+		t.Fatal(err)
+	}
+	var mauled []*Envelope
+	for _, so := range smallOrder {
+		var tc curve.CompressedEdwardsY
+		var tp, sum curve.EdwardsPoint
+		if _, err := tc.SetBytes(unhex(t, so)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tp.SetCompressedY(&tc); err != nil {
+			t.Fatal(err)
+		}
+		var enc curve.CompressedEdwardsY
+		enc.SetEdwardsPoint(sum.Add(&r, &tp))
+		if bytes.Equal(enc[:], e.Sig[:32]) {
+			continue // the identity (and its twins): the same signature
+		}
+		c := *e
+		c.Sig = append(bytes.Clone(enc[:]), e.Sig[32:]...)
+		mauled = append(mauled, &c)
+	}
+	flip := *e
+	flip.Sig = bytes.Clone(e.Sig)
+	flip.Sig[31] ^= 0x80
+	mauled = append(mauled, &flip)
+	if len(mauled) < 7 {
+		t.Fatalf("only %d mauled signatures", len(mauled))
+	}
+	for i, m := range mauled {
+		if err := m.Verify(); !errors.Is(err, ErrBadSig) {
+			t.Errorf("mauled %d: Verify() = %v, want ErrBadSig", i, err)
+		}
+	}
+	errs := VerifyBatch(append([]*Envelope{e}, mauled...))
+	if errs == nil || errs[0] != nil {
+		t.Fatalf("VerifyBatch = %v, want only the mauled ones rejected", errs)
+	}
+	for i, err := range errs[1:] {
+		if !errors.Is(err, ErrBadSig) {
+			t.Errorf("batched mauled %d: %v, want ErrBadSig", i, err)
 		}
 	}
 }
