@@ -343,6 +343,25 @@ func TestVerifyBatch(t *testing.T) {
 	}
 }
 
+// A peer id whose 32 bytes are no curve point is malformed: no signature
+// could ever verify for it.
+func TestAuthorNotOnCurve(t *testing.T) {
+	raw := make([]byte, 32)
+	for y := byte(2); ; y++ {
+		raw[0] = y
+		if _, err := ed25519.NewExpandedPublicKey(raw); err != nil {
+			break
+		}
+	}
+	e := unsigned(pidOf(t, raw), 1, make([]byte, 64))
+	if err := e.Verify(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Verify() = %v, want ErrMalformed", err)
+	}
+	if errs := VerifyBatch([]*Envelope{e, signed(t, newKey(t), nil)}); errs == nil || !errors.Is(errs[0], ErrMalformed) || errs[1] != nil {
+		t.Fatalf("VerifyBatch = %v, want [ErrMalformed, nil]", errs)
+	}
+}
+
 // Many goroutines share the author cache and the pool of batch verifiers.
 func TestVerifyBatchConcurrent(t *testing.T) {
 	keys := []crypto.PrivKey{newKey(t), newKey(t)}
