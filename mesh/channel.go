@@ -462,16 +462,20 @@ func (c *channel) hold(e *Envelope) {
 	c.m.stats.add(&c.m.stats.HeldBack, 1)
 }
 
-// gapGrace is how long a gap may stay open before catch-up is asked to fill
-// it. Over multi-hop gossip an envelope often overtakes its predecessor by a
-// few milliseconds; asking for catch-up on every such overtake cost a sync
-// round (high-water marks, a store scan, re-verification) per hold.
+// gapGrace is how long a gap may stay open, with no in-order arrival from
+// its author, before catch-up is asked to fill it. Over multi-hop gossip an
+// envelope often overtakes its predecessor, and a loaded node's queues can
+// hold the predecessor for a while; a catch-up round fetches everything past
+// the high-water mark (so also what gossip is still delivering) and verifies
+// it again. Asking on every hold made catch-up fetch about as many envelopes
+// as gossip delivered at 10 agents near saturation.
 func (c *channel) gapGrace() time.Duration {
 	return min(gapSyncAfter, c.m.cfg.gapTimeout/2)
 }
 
-// gapSyncAfter is gapGrace unless the gap timeout is shorter.
-const gapSyncAfter = 200 * time.Millisecond
+// gapSyncAfter is gapGrace unless the gap timeout is shorter: one gossipsub
+// heartbeat, after which gossip's own repair (IHAVE/IWANT) has had a turn.
+const gapSyncAfter = time.Second
 
 // release appends the held envelopes of author that are now in order.
 func (c *channel) release(author string, acc []pending) []pending {
