@@ -250,10 +250,20 @@ func measureScale(ctx context.Context, size Size, setup simSetup) (Result, error
 	if err != nil {
 		return res, err
 	}
-	for _, n := range p.Sizes {
-		if err := measureScaleN(ctx, p, n, setup, &res); err != nil {
+	for i, n := range p.Sizes {
+		t0 := time.Now()
+		err := measureScaleN(ctx, p, n, setup, &res)
+		if err == nil {
+			continue
+		}
+		if i == 0 || ctx.Err() != nil {
 			return res, err
 		}
+		// Keep the sizes that were measured: a larger group that never
+		// warms up is a finding, not a reason to lose the smaller ones.
+		res.Add(fmt.Sprintf("%d agents: setup until ready", n), "s", time.Since(t0).Seconds(), Lower)
+		res.Metrics[len(res.Metrics)-1].Note = fmt.Sprintf("not ready, gave up: %v; this size and larger ones not measured", err)
+		break
 	}
 	return res, nil
 }
