@@ -496,7 +496,7 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		perEnv(b, 1)
 	})
-	for _, n := range []int{2, 4, 8, 16, 64, 128} {
+	for _, n := range []int{2, 4, 8, 16, 64, 128, 256} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			i := 0
 			cpu0 = cpuTime()
