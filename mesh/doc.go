@@ -8,19 +8,29 @@
 // extracting the public key from From. The signed bytes are a fixed encoding
 // (SigningBytes: a domain string and length-prefixed fields); the id is the
 // sha256 of those bytes; the binary wire form is the signed bytes followed by
-// the signature. JSON is only a presentation for clients.
+// the signature. JSON is only a presentation for clients. Signatures are
+// checked by the ZIP-215 rule (verify.go), under which one envelope passes
+// alone exactly when it passes in a batch (VerifyBatch), so every node
+// agrees on what is valid however it checked it.
 //
 // # Flow of one message
 //
-// Send hands a local message to its channel's loop. The loop, the only owner
-// of the channel's per-author state, assigns the author's next sequence
-// number, signs, appends the batch to History (durable when Append returns),
-// then publishes on the topic, answers the caller and fans the record out to
+// Send hands a local message to its channel's loop and waits for it;
+// SendAsync returns once it is queued (the loop's bounded queue is the
+// caller's window) and calls back after. The loop, the only owner of the
+// channel's per-author state, assigns the author's next sequence number,
+// signs, appends the batch to History (durable when Append returns), then
+// publishes on the topic, answers the caller and fans the record out to
 // subscribers. A remote envelope passes the topic validator (size, schema,
-// signature, channel, time window, per-author rate), then the same loop: it is
-// stored only in per-author sequence order; envelopes ahead of a gap are held
-// back (bounded) while catch-up fetches the gap, and delivered anyway after
-// the gap timeout. So subscribers see each author's messages in order, once.
+// signature, channel, time window, per-author rate; concurrent validations
+// verify their signatures together as one batch, validate.go; the node's
+// own publishes are not verified again), then the same loop: it is stored
+// only in per-author sequence order; envelopes ahead of a gap are held back
+// (bounded). Most gaps close by themselves (concurrent validation and
+// multi-hop gossip reorder), so catch-up is asked for only after a gap has
+// seen nothing in order from its author for 1 s, and held envelopes are
+// delivered anyway after the gap timeout. So subscribers see each author's
+// messages in order, once.
 //
 // # Catch-up
 //
@@ -28,10 +38,11 @@
 // sync interval with a random peer, a node sends its per-author high-water
 // marks over the /confab/sync/1 stream protocol and pulls what it lacks,
 // stream by stream (up to 10000 envelopes or 8 MiB each; older peers answer
-// 1000), through the same ordering loop. Envelopes are verified by
-// GOMAXPROCS workers while the stream is read and the next one requested,
-// and reach the loop in stream order, only once verified; a forged envelope
-// ends the catch-up. The loop stores catch-up envelopes in batches of up to
+// 1000), through the same ordering loop. Envelopes are verified in chunks,
+// each chunk as one signature batch, by GOMAXPROCS workers while the stream
+// is read and the next one requested (a chunk that fails is checked one by
+// one to find the forged envelope), and reach the loop in stream order,
+// only once verified; a forged envelope ends the catch-up. The loop stores catch-up envelopes in batches of up to
 // 4096 (one durable append each).
 //
 // # Ordering
