@@ -234,22 +234,46 @@ func beaconTTL(tick, ttl, interval time.Duration) time.Duration {
 }
 
 // greet tells the beat loop when a new peer joins the presence topic, so a
-// new neighbour learns about us without waiting for the next interval.
+// new neighbour learns about us without waiting for the next interval. A
+// peer that joins again within an interval of its last join (gossipsub
+// re-adds a connected peer whose stream died, and a loaded or flapping link
+// does that often) is not greeted again: every member would verify each
+// greeting, and the periodic beacon reaches it within that interval anyway.
 func (p *presence) greet() {
 	defer p.m.wg.Done()
+	greeted := map[peer.ID]time.Time{} // owned by this goroutine
 	for {
 		ev, err := p.events.NextPeerEvent(p.m.ctx)
 		if err != nil {
 			return
 		}
-		if ev.Type == pubsub.PeerJoin {
-			select {
-			case p.joined <- struct{}{}:
-			default:
+		if ev.Type != pubsub.PeerJoin {
+			continue
+		}
+		now, iv := time.Now(), p.interval()
+		if t, ok := greeted[ev.Peer]; ok && now.Sub(t) < iv {
+			continue
+		}
+		greeted[ev.Peer] = now
+		if len(greeted) > maxGreeted {
+			for id, t := range greeted {
+				if now.Sub(t) >= iv {
+					delete(greeted, id)
+				}
 			}
+			if len(greeted) > maxGreeted {
+				clear(greeted)
+			}
+		}
+		select {
+		case p.joined <- struct{}{}:
+		default:
 		}
 	}
 }
+
+// maxGreeted bounds greet's memory of recent joins.
+const maxGreeted = 4096
 
 // publish signs and publishes a beacon and reports whether the topic had a
 // peer to send it to.
