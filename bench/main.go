@@ -146,7 +146,11 @@ func runScenarios(ctx context.Context, log *slog.Logger, scenarios []Scenario, s
 	for _, s := range scenarios {
 		o := outcome{S: s}
 		start := time.Now()
-		for i := 0; i < runs && ctx.Err() == nil; i++ {
+		n := runs
+		if s.MaxRuns > 0 {
+			n = min(n, s.MaxRuns)
+		}
+		for i := 0; i < n && ctx.Err() == nil; i++ {
 			runtime.GC()
 			rctx, cancel := context.WithTimeout(ctx, perRun)
 			t0 := time.Now()
@@ -157,7 +161,7 @@ func runScenarios(ctx context.Context, log *slog.Logger, scenarios []Scenario, s
 				o.Errs = append(o.Errs, err)
 				continue
 			}
-			log.Info("run done", "scenario", s.Name, "run", i+1, "of", runs, "took", time.Since(t0).Round(time.Millisecond), "goroutines", runtime.NumGoroutine())
+			log.Info("run done", "scenario", s.Name, "run", i+1, "of", n, "took", time.Since(t0).Round(time.Millisecond), "goroutines", runtime.NumGoroutine())
 			o.Runs = append(o.Runs, res)
 		}
 		o.Elapsed = time.Since(start)

@@ -47,6 +47,9 @@ type Scenario struct {
 	Baseline bool   // a reference system, not confab
 	Method   string // one or two sentences for the report: what is measured, how
 	Run      func(ctx context.Context, size Size) (Result, error)
+	// MaxRuns, if not 0, caps -runs for this scenario (one run of it
+	// already measures several sizes and takes minutes).
+	MaxRuns int
 }
 
 // Better says which direction of a metric is an improvement.
