@@ -54,11 +54,12 @@
 // # Concurrency and lifecycle
 //
 // Mesh methods are safe for concurrent use. New starts goroutines (one loop,
-// a gossip reader, a peer watcher and a sync loop per channel, and two for
-// presence); Close stops and waits for all of them and must be called before
-// the node and history are closed. Lock order: Mesh.mu, then
-// Subscription.mu; presence.mu, then direct.mu (presence tells the outbox a
-// peer appeared); authorRates.mu and cards.mu are leaves; direct.sendMu is
+// a gossip reader, a peer watcher and a sync loop per channel, and three
+// for presence: reader, beacon and greeter); Close stops and waits for all of
+// them and must be called before the node and history are closed. Lock
+// order: Mesh.mu, then Subscription.mu; presence.mu, then direct.mu
+// (presence tells the outbox a peer appeared); authorRates.mu, cards.mu and
+// verifyOnce.mu are leaves; private.mu is taken alone; direct.sendMu is
 // held across a DM's seq allocation and durable append, and takes no mesh
 // lock.
 //

@@ -128,7 +128,10 @@ func WithSyncInterval(d time.Duration) Option {
 }
 
 // WithPresence sets the presence beacon interval and how long a silent agent
-// stays listed. Default 5 s and 20 s.
+// stays listed, for channels of up to 100 members. Default 5 s and 20 s.
+// Beyond 100 listed members both stretch by members/100 (at most 10 min
+// apart), so all members together send about 100 beacons per interval; each
+// beacon carries its ttl (ttl_ms), which receivers honour.
 func WithPresence(every, ttl time.Duration) Option {
 	return func(c *config) error {
 		if every <= 0 || ttl < every {
