@@ -59,9 +59,8 @@
 // them and must be called before the node and history are closed. Lock
 // order: Mesh.mu, then Subscription.mu; presence.mu, then direct.mu
 // (presence tells the outbox a peer appeared); authorRates.mu, cards.mu and
-// verifyOnce.mu are leaves; private.mu is taken alone; direct.sendMu is
-// held across a DM's seq allocation and durable append, and takes no mesh
-// lock.
+// verifyOnce.mu are leaves; direct.sendMu is held across a DM's seq
+// allocation and durable append, and takes no mesh lock.
 //
 // # Cards, discovery, direct messages and calls
 //
