@@ -124,13 +124,22 @@ func (c *conn) remoteJoin(ctx context.Context, channel string) error {
 	if slices.Contains(c.joined, channel) {
 		return nil
 	}
-	if len(c.joined) >= c.s.cfg.Remote.MaxJoins {
+	return c.joinBounded(channel, func() error { return c.s.cfg.Backend.Join(ctx, channel) })
+}
+
+// joinBounded runs join for channel and records the channel as joined by
+// this connection; a channel not yet joined counts against MaxJoins.
+func (c *conn) joinBounded(channel string, join func() error) error {
+	known := slices.Contains(c.joined, channel)
+	if !known && len(c.joined) >= c.s.cfg.Remote.MaxJoins {
 		return &Error{Code: CodePolicy, Message: fmt.Sprintf("joined %d channels on this connection, limit %d", len(c.joined), c.s.cfg.Remote.MaxJoins)}
 	}
-	if err := c.s.cfg.Backend.Join(ctx, channel); err != nil {
+	if err := join(); err != nil {
 		return err
 	}
-	c.joined = append(c.joined, channel)
+	if !known {
+		c.joined = append(c.joined, channel)
+	}
 	return nil
 }
 

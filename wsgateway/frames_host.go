@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/confabhq/confab/mesh"
@@ -284,14 +283,8 @@ func (c *conn) privateFollow(ctx context.Context, f *PrivateFollowRequest) error
 	if !ok {
 		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodeUnsupported, Message: "this node does not follow private channels"})
 	}
-	if !slices.Contains(c.joined, f.Channel) && len(c.joined) >= c.s.cfg.Remote.MaxJoins {
-		return c.send(ctx, &ErrorFrame{Req: f.Req, Code: CodePolicy, Message: fmt.Sprintf("joined %d channels on this connection, limit %d", len(c.joined), c.s.cfg.Remote.MaxJoins)})
-	}
-	if err := b.JoinSealed(ctx, f.Channel, f.Topic); err != nil {
+	if err := c.joinBounded(f.Channel, func() error { return b.JoinSealed(ctx, f.Channel, f.Topic) }); err != nil {
 		return c.send(ctx, c.errorFrame(f.Req, err))
-	}
-	if !slices.Contains(c.joined, f.Channel) {
-		c.joined = append(c.joined, f.Channel)
 	}
 	return c.send(ctx, &OK{Req: f.Req})
 }
