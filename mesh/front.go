@@ -127,7 +127,7 @@ func (m *Mesh) frontKnock(ctx context.Context, f Front, host string, knock *Enve
 }
 
 // frontAdmit checks the host's grant for joiner on channel and writes it
-// and the archived backlog of channel to sink.
+// and the archived backlog of channel to sink (writeAdmission).
 func (m *Mesh) frontAdmit(ctx context.Context, host, joiner, channel string, g *Envelope, sink admissionSink) (int, error) {
 	fail := func(err error) (int, error) {
 		return 0, fmt.Errorf("mesh: front admission for %s: %w", joiner, err)
@@ -145,31 +145,8 @@ func (m *Mesh) frontAdmit(ctx context.Context, host, joiner, channel string, g *
 	if wg.Channel != channel {
 		return fail(fmt.Errorf("%w: grant for another channel", ErrMalformed))
 	}
-	if err := sink.approved(g); err != nil {
-		return fail(err)
-	}
-	cursor, n := "", 0
-	for n < maxBacklog {
-		envs, curs, err := m.hist.After(ctx, channel, cursor, relayPageLen)
-		if err != nil {
-			return fail(err)
-		}
-		if len(envs) == 0 {
-			break
-		}
-		page := envs[:0]
-		for _, e := range envs {
-			if sealedForm(e) { // the archive stores nothing else; belt and braces
-				page = append(page, e)
-			}
-		}
-		if err := sink.page(page); err != nil {
-			return fail(err)
-		}
-		n += len(page)
-		cursor = curs[len(curs)-1]
-	}
-	if err := sink.finish(n); err != nil {
+	n, err := m.writeAdmission(ctx, sink, channel, g)
+	if err != nil {
 		return fail(err)
 	}
 	return n, nil

@@ -511,39 +511,44 @@ func (m *Mesh) admit(ctx context.Context, s network.Stream, id, joiner string) e
 	if err != nil {
 		return fail(err)
 	}
-	_ = s.SetDeadline(time.Now().Add(5 * time.Minute))
-	if err := writeReply(s, knockReply{Status: "approved"}); err != nil {
+	if _, err := m.writeAdmission(ctx, streamSink{s}, id, g); err != nil {
 		return fail(err)
 	}
-	if err := writeFrame(s, g.Marshal()); err != nil {
-		return fail(err)
+	m.pushGrants(ctx, id, joiner) // members learn the new member list
+	return nil
+}
+
+// writeAdmission writes an approved knock's outcome to sink: the grant g,
+// then every stored envelope of channel (ciphertext as signed by its
+// authors, oldest first, at most maxBacklog), then waits for the joiner to
+// confirm. A hosting node (admit) and a node fronting a thin host
+// (frontAdmit) both answer through it, so a joiner cannot tell them apart.
+func (m *Mesh) writeAdmission(ctx context.Context, sink admissionSink, channel string, g *Envelope) (int, error) {
+	if err := sink.approved(g); err != nil {
+		return 0, err
 	}
 	cursor, n := "", 0
 	for n < maxBacklog {
-		envs, curs, err := m.hist.After(ctx, id, cursor, syncPage)
+		envs, curs, err := m.hist.After(ctx, channel, cursor, relayPageLen)
 		if err != nil {
-			return fail(err)
+			return n, err
 		}
 		if len(envs) == 0 {
 			break
 		}
+		page := envs[:0]
 		for _, e := range envs {
-			if err := writeFrame(s, e.Marshal()); err != nil {
-				return fail(err)
+			if sealedForm(e) { // a private channel's store holds nothing else; belt and braces
+				page = append(page, e)
 			}
 		}
-		n += len(envs)
+		if err := sink.page(page); err != nil {
+			return n, err
+		}
+		n += len(page)
 		cursor = curs[len(curs)-1]
 	}
-	if err := writeFrame(s, nil); err != nil {
-		return fail(err)
-	}
-	var ack [1]byte
-	if _, err := s.Read(ack[:]); err != nil || ack[0] != dmOK {
-		return fail(fmt.Errorf("joiner did not confirm: %v", err))
-	}
-	m.pushGrants(ctx, id, joiner) // members learn the new member list
-	return nil
+	return n, sink.finish(n)
 }
 
 // JoinResult is what JoinSession brought.
