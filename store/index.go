@@ -63,6 +63,12 @@ type indexState struct {
 	indexBatches       atomic.Uint64
 	// kick wakes the indexer (capacity 1, sent without blocking).
 	kick chan struct{}
+	// lastCommit is when the last batch committed (unix ns), so the
+	// indexer can wait for a pause in the appends.
+	lastCommit atomic.Int64
+	// hurry tells a pacing indexer to start now (capacity 1, sent without
+	// blocking by anyone waiting for the index: Search, retention).
+	hurry chan struct{}
 
 	// pendMu guards the fields under it: the hand-off from commits to the
 	// indexer, so the indexer need not read back what was just written.
@@ -163,6 +169,7 @@ func (db *DB) committedBatch(b *batch) {
 	x := &db.idx
 	x.pendMu.Lock()
 	x.committed.Store(b.last)
+	x.lastCommit.Store(time.Now().UnixNano())
 	if x.pendOK {
 		if len(x.pend)+len(b.written) > maxPend {
 			x.pendOK, x.pend = false, nil
@@ -325,6 +332,20 @@ const (
 	indexRetry    = time.Second
 )
 
+// Indexer pacing: after a commit the indexer waits until no batch has
+// committed for indexQuiet, so a burst of appends (a catch-up, many writers)
+// is stored without the indexer competing for the CPU and is indexed right
+// after it, in larger (fewer, cheaper) transactions; it starts at once when
+// Search or retention waits for it (so both still read what was committed
+// before them), and under appends that do not pause it starts indexMaxLag
+// after the first commit it was woken for, then indexes everything waiting.
+// A burst longer than the hand-off holds (maxPend) is indexed from disk
+// afterwards. Variables so tests can change them.
+var (
+	indexQuiet  = 20 * time.Millisecond
+	indexMaxLag = 2 * time.Second
+)
+
 // indexWait bounds how long Search waits for the indexer to cover what was
 // committed before the call; a variable so tests can shorten it.
 var indexWait = 2 * time.Second
@@ -352,6 +373,9 @@ func (db *DB) indexLoop(gate chan struct{}) {
 			return
 		case <-db.idx.kick:
 		}
+		if !db.awaitPause() {
+			return
+		}
 		for {
 			if gate != nil {
 				select {
@@ -378,6 +402,34 @@ func (db *DB) indexLoop(gate chan struct{}) {
 				return
 			default:
 			}
+		}
+	}
+}
+
+// awaitPause waits until the appends pause (indexQuiet without a commit),
+// indexMaxLag has passed, or someone waits for the index (hurry). It
+// returns false when the DB is closing.
+func (db *DB) awaitPause() bool {
+	x := &db.idx
+	deadline := time.Now().Add(indexMaxLag)
+	for {
+		wait := indexQuiet - time.Since(time.Unix(0, x.lastCommit.Load()))
+		if wait <= 0 {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		t := time.NewTimer(min(wait, left))
+		select {
+		case <-db.closing:
+			t.Stop()
+			return false
+		case <-x.hurry:
+			t.Stop()
+			return true
+		case <-t.C:
 		}
 	}
 }
@@ -546,6 +598,10 @@ func (db *DB) waitIndexed(ctx context.Context, target uint64) {
 		x.waitMu.Unlock()
 		if x.indexed.Load() >= target {
 			return
+		}
+		select { // let a pacing indexer start now
+		case x.hurry <- struct{}{}:
+		default:
 		}
 		if timer == nil {
 			t := time.NewTimer(indexWait)

@@ -93,6 +93,43 @@ func TestSearchReadsItsWrites(t *testing.T) {
 	}
 }
 
+// paceIndexer sets the indexer's pacing for DBs opened from now on.
+func paceIndexer(t *testing.T, quiet, maxLag time.Duration) {
+	t.Helper()
+	oldQuiet, oldLag := indexQuiet, indexMaxLag
+	indexQuiet, indexMaxLag = quiet, maxLag
+	t.Cleanup(func() { indexQuiet, indexMaxLag = oldQuiet, oldLag })
+}
+
+// TestSearchHurriesPacedIndexer: an indexer waiting for the appends to
+// pause (here: an hour) starts at once when Search waits for it, so Search
+// still reads its writes.
+func TestSearchHurriesPacedIndexer(t *testing.T) {
+	paceIndexer(t, time.Hour, time.Hour)
+	oldWait := indexWait
+	indexWait = 10 * time.Second // longer than the hurried indexer needs; it must not be what ends the wait
+	t.Cleanup(func() { indexWait = oldWait })
+	db := open(t, "")
+	e := signed(t, newKey(t), "#c", 1, "hurried words")
+	if _, err := db.Append(ctx, []*mesh.Envelope{e}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := searchIDs(t, db, "hurried"), []string{e.ID}; !slices.Equal(got, want) {
+		t.Fatalf("search: got %v, want %v", got, want)
+	}
+}
+
+// TestPacedIndexerMaxLag: with appends that never pause (here: a pause must
+// last an hour), the indexer still covers every commit within indexMaxLag.
+func TestPacedIndexerMaxLag(t *testing.T) {
+	paceIndexer(t, time.Hour, 50*time.Millisecond)
+	db := open(t, "")
+	if _, err := db.Append(ctx, []*mesh.Envelope{signed(t, newKey(t), "#c", 1, "lagging")}); err != nil {
+		t.Fatal(err)
+	}
+	waitForIndex(t, db)
+}
+
 // TestIndexResumesAfterReopen: envelopes acknowledged but not yet indexed
 // when the store stopped (as after a crash: the postings and the watermark
 // are written together) are indexed after reopening, from the watermark.

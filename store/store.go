@@ -252,6 +252,7 @@ func New(cfg Config) (*DB, error) {
 		authors:  make(map[string]*authorState),
 	}
 	db.idx.kick = make(chan struct{}, 1)
+	db.idx.hurry = make(chan struct{}, 1)
 	db.idx.progress = make(chan struct{})
 	err = db.recover()
 	if err == nil {
