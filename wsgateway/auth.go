@@ -27,6 +27,7 @@ func (c *conn) kickOut(f Frame, code int, text string) {
 	data, _ := EncodeFrame(f)
 	select {
 	case c.kick <- kick{data: data, code: code, text: text}:
+		c.wake()
 	default:
 	}
 }

@@ -52,7 +52,9 @@ type Client struct {
 
 type clientSub struct {
 	req      string
-	ch       chan Event
+	ch       chan Event    // Subscribe's events, closed at the end; nil for SubscribeFunc
+	fn       func(Event)   // SubscribeFunc's handler, called by the reader
+	done     chan struct{} // SubscribeFunc: closed at the end
 	stop     chan struct{} // closed by Unsubscribe: drop further events
 	unsubReq string
 	ended    bool
@@ -246,6 +248,14 @@ func (c *Client) deliver(f *Event) {
 	if s == nil {
 		return
 	}
+	if s.fn != nil {
+		select {
+		case <-s.stop: // unsubscribed: drop, as Subscribe does
+		default:
+			s.fn(*f)
+		}
+		return
+	}
 	select {
 	case s.ch <- *f:
 	case <-s.stop:
@@ -296,7 +306,12 @@ func (c *Client) endSubLocked(err error) {
 	if err != nil {
 		c.subErr = err
 	}
-	close(s.ch)
+	if s.ch != nil {
+		close(s.ch)
+	}
+	if s.done != nil {
+		close(s.done)
+	}
 }
 
 func reqOfReply(f Frame) string {
@@ -385,6 +400,11 @@ func (c *Client) await(ctx context.Context, req string, ch chan Frame, f Frame) 
 		c.forget(req)
 		return nil, err
 	}
+	return c.reply(ctx, req, ch)
+}
+
+// reply waits for the reply to req, written already.
+func (c *Client) reply(ctx context.Context, req string, ch chan Frame) (Frame, error) {
 	select {
 	case r, ok := <-ch:
 		if !ok {
@@ -457,6 +477,30 @@ func (c *Client) Publish(ctx context.Context, env *mesh.Envelope) (Ack, error) {
 	return *r, nil
 }
 
+// PublishAsync writes env's publish frame and returns without waiting for
+// the ack; wait returns it (or the error) once the gateway stored env, and
+// may be called once. The gateway handles a connection's frames one after
+// another in the order they arrive, and successive calls write in call
+// order, so a client can pipeline its seqs: publish n+1 need not wait for
+// n's ack (if n fails, n+1 gets CodeSeqGap).
+func (c *Client) PublishAsync(ctx context.Context, env *mesh.Envelope) (wait func(context.Context) (Ack, error), err error) {
+	req, ch, err := c.newReq(1)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.write(ctx, &Publish{Req: req, Envelope: env}); err != nil {
+		c.forget(req)
+		return nil, err
+	}
+	return func(ctx context.Context) (Ack, error) {
+		r, err := expect[*Ack](c.reply(ctx, req, ch))
+		if err != nil {
+			return Ack{}, err
+		}
+		return *r, nil
+	}, nil
+}
+
 // History returns up to limit records of channel before the cursor before
 // ("" = the newest), oldest first, and whether older ones remain.
 func (c *Client) History(ctx context.Context, channel, before string, limit int) ([]mesh.Record, bool, error) {
@@ -491,11 +535,39 @@ func (c *Client) Who(ctx context.Context, channel string) ([]mesh.Peer, error) {
 // connection (and the server eventually ends the subscription with
 // CodeResume).
 func (c *Client) Subscribe(ctx context.Context, channels []string, since string) (<-chan Event, error) {
+	return c.subscribe(ctx, channels, since, nil, nil)
+}
+
+// SubscribeFunc is Subscribe with a handler instead of a buffered channel:
+// fn is called with each event, in order, on the connection's reader
+// goroutine, so an event costs no hand-off to another goroutine. While fn
+// runs nothing else is read from the connection: fn must return promptly
+// and must not call this Client's methods that wait for a reply (they would
+// wait for the reader fn is holding). The returned channel is closed when
+// the subscription ends or the connection closes (no more calls of fn
+// follow); Err says why.
+func (c *Client) SubscribeFunc(ctx context.Context, channels []string, since string, fn func(Event)) (<-chan struct{}, error) {
+	if fn == nil {
+		return nil, errors.New("wsgateway: subscribe: nil handler")
+	}
+	done := make(chan struct{})
+	if _, err := c.subscribe(ctx, channels, since, fn, done); err != nil {
+		return nil, err
+	}
+	return done, nil
+}
+
+// subscribe starts a subscription that hands events to a buffered channel,
+// or, with fn, to fn (done is then closed at the end instead).
+func (c *Client) subscribe(ctx context.Context, channels []string, since string, fn func(Event), done chan struct{}) (<-chan Event, error) {
 	req, ch, err := c.newReq(1)
 	if err != nil {
 		return nil, err
 	}
-	s := &clientSub{req: req, ch: make(chan Event, clientEventQueue), stop: make(chan struct{})}
+	s := &clientSub{req: req, fn: fn, done: done, stop: make(chan struct{})}
+	if fn == nil {
+		s.ch = make(chan Event, clientEventQueue)
+	}
 	c.mu.Lock()
 	if c.sub != nil {
 		c.mu.Unlock()

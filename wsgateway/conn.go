@@ -154,10 +154,7 @@ func (c *conn) enqueue(ctx context.Context, f outFrame) error {
 		if len(c.q) < c.s.cfg.SendQueue {
 			c.q = append(c.q, f)
 			c.qmu.Unlock()
-			select {
-			case c.qready <- struct{}{}:
-			default: // the writer has been told already
-			}
+			c.wake()
 			return nil
 		}
 		if c.qroom == nil {
@@ -212,10 +209,26 @@ func (c *conn) final(ctx context.Context, f Frame, code int, text string) {
 	}
 }
 
+// wake tells the writer to look at its queue and flags; it never blocks.
+func (c *conn) wake() {
+	select {
+	case c.qready <- struct{}{}:
+	default: // the writer has been told already
+	}
+}
+
+// writeLoop is the connection's only writer of data frames. It blocks on
+// qready alone, one channel receive per wake-up: a select over the queue,
+// kicks, the ping timer and ctx cost several times as much per frame, and
+// the writer wakes once per live event. Whoever else needs the writer sets
+// its flag (or kick) first and then wakes it.
 func (c *conn) writeLoop(ctx context.Context) error {
-	ping := time.NewTicker(c.s.cfg.PingInterval)
+	var pingDue atomic.Bool
+	ping := time.AfterFunc(c.s.cfg.PingInterval, func() { pingDue.Store(true); c.wake() })
+	stopWake := context.AfterFunc(ctx, c.wake)
 	defer func() {
 		ping.Stop()
+		stopWake()
 		select {
 		case <-c.closeSent:
 		default:
@@ -232,35 +245,40 @@ func (c *conn) writeLoop(ctx context.Context) error {
 	}()
 	var spare []outFrame
 	for {
+		<-c.qready
+		if ctx.Err() != nil {
+			if c.s.ctx.Err() != nil {
+				c.writeClose(CloseGoingAway, "server closing")
+			}
+			return ctx.Err()
+		}
 		select {
-		case <-c.qready:
-			batch := c.take(spare)
-			err := c.writeBatch(batch) // writer.go
-			clear(batch)               // drop the frames' bytes now
-			spare = nil
-			if cap(batch) <= keepQueue {
-				spare = batch[:0]
-			}
-			if err != nil {
-				c.s.countWriteErr(err)
-				return err
-			}
-		case k := <-c.kick:
+		case k := <-c.kick: // ahead of anything queued
 			c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 			if c.ws.WriteMessage(websocket.TextMessage, k.data) == nil {
 				c.writeClose(k.code, k.text)
 			}
 			return errFinal
-		case <-ping.C:
+		default:
+		}
+		if pingDue.Load() {
+			pingDue.Store(false)
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 				c.s.countWriteErr(err)
 				return fmt.Errorf("ping: %w", err)
 			}
-		case <-ctx.Done():
-			if c.s.ctx.Err() != nil {
-				c.writeClose(CloseGoingAway, "server closing")
-			}
-			return ctx.Err()
+			ping.Reset(c.s.cfg.PingInterval)
+		}
+		batch := c.take(spare)
+		err := c.writeBatch(batch) // writer.go
+		clear(batch)               // drop the frames' bytes now
+		spare = nil
+		if cap(batch) <= keepQueue {
+			spare = batch[:0]
+		}
+		if err != nil {
+			c.s.countWriteErr(err)
+			return err
 		}
 	}
 }

@@ -22,10 +22,12 @@
 // Dial and ended by Close, which also waits for its reader.
 //
 // Per connection the server runs one reader goroutine (it decodes frames
-// and handles requests one after another, in order), one writer goroutine
+// and handles requests one after another, in order, so a client may
+// pipeline publishes: Client.PublishAsync), one writer goroutine
 // (the only writer of data frames: it drains the bounded send queue, owns
 // write deadlines and pings, and sends every frame queued at once in one
-// network write) and, while a subscription replays history, one pump
+// network write; it sleeps on one channel, woken by the queue, a kick, the
+// ping timer or the connection's end) and, while a subscription replays history, one pump
 // goroutine; once replayed, the subscription joins its live group:
 // connections subscribed to the same channels share one backend
 // subscription read by one goroutine that encodes each record once and
@@ -43,6 +45,10 @@
 // dropped when drained, the read buffer is 1 KiB, write buffers are lent
 // from a pool for one message, and a live event is JSON-encoded once (and
 // framed once) for every connection it fans out to (writer.go).
+//
+// A Client hands events to a buffered channel (Subscribe) or, without a
+// hand-off to another goroutine, to a handler run by its reader goroutine
+// (SubscribeFunc).
 //
 // Concurrency: Server and Client methods are safe for concurrent use.
 // Locks: Server.mu guards the connection set, listeners, per-IP counts and

@@ -417,9 +417,6 @@ func (c *conn) offer(f outFrame, limit int) bool {
 	}
 	c.q = append(c.q, f)
 	c.qmu.Unlock()
-	select {
-	case c.qready <- struct{}{}:
-	default: // the writer has been told already
-	}
+	c.wake()
 	return true
 }
