@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -26,12 +27,16 @@ func init() {
 		Method: "a rendezvous.Rendezvous (libp2p on 127.0.0.1, badger history on disk, synced) serving its remote-mode gateway on 127.0.0.1; " +
 			"every client is a wsgateway.Client with its own Ed25519 key that authenticates (signed nonce) before anything else. " +
 			"Fan-out: each receiving client joins and subscribes to one channel; one more client publishes envelopes it signs itself " +
-			"(200 bytes of text carrying the time it was due) every 20 ms on a fixed schedule and waits for each ack (the rendezvous verifies the signature, stores " +
-			"durably, then fans out); each receiving client decodes and checks every event frame (no signature check: the gateway did it) " +
-			"and hands it through its subscription channel to a consumer goroutine. Latency is due→receive at every receiving client (clients " +
-			"in this process), so it includes the publisher's signing, the gateway's verification and the synced store write (publish→ack " +
-			"p50 shows that part), and any lag of a publisher held back by its acks; the gorilla baseline has none of " +
-			"these. CPU per delivered frame is the whole process's (rendezvous, publisher and clients) while publishing. " +
+			"(200 bytes of text carrying the time it was due) every 20 ms on a fixed schedule, pipelined: it writes each publish without " +
+			"waiting for the previous one's ack (wsgateway.Client.PublishAsync; the gorilla publisher waits for nothing either) and one " +
+			"goroutine awaits every ack in order, any error failing the run. The rendezvous handles a connection's publishes one after " +
+			"another: it verifies the signature, stores durably, acks, then fans out. (Waiting for each ack before the next publish tied " +
+			"the schedule to acks that, with every client in this one process, queue behind the fan-out just sent: at 1000 clients the " +
+			"publisher fell behind.) Each receiving client decodes and checks every event frame (no signature check: the gateway did it) " +
+			"and counts it on its reader goroutine (wsgateway.Client.SubscribeFunc), as the gorilla clients do. Latency is due→receive " +
+			"at every receiving client (clients in this process), so it includes the publisher's signing, the gateway's verification and " +
+			"the synced store write (publish→ack p50, from writing the publish to reading its ack, shows that part, plus the ack's own " +
+			"wait behind the in-process fan-out); the gorilla baseline has none of these. CPU per delivered frame is the whole process's (rendezvous, publisher and clients) while publishing. " +
 			"Idle: a child process (this binary " +
 			"re-executed) opens the connections and authenticates each one with its own key; the rendezvous's process memory is sampled " +
 			"after the rendezvous started and again once the gateway counts every authentication, after GC and FreeOSMemory. " +
@@ -126,9 +131,37 @@ type gwGroup struct {
 	clients []*wsgateway.Client
 	pubKey  crypto.PrivKey
 	seq     uint64
-	ackMS   []float64 // publish→ack of every Publish
-	wg      sync.WaitGroup
 	once    sync.Once
+
+	// Publish does not wait for acks (the gorilla publisher waits for
+	// nothing either): each publish's wait goes to pending, in order, and
+	// one goroutine collects the acks.
+	pending chan pendingAck
+	acked   chan struct{} // closed when the collector has returned
+	ackMS   []float64     // publish→ack of every Publish; the collector's until acked closes
+	ackErr  atomic.Pointer[error]
+}
+
+type pendingAck struct {
+	seq   uint64
+	start time.Time
+	wait  func(context.Context) (wsgateway.Ack, error)
+}
+
+// collect awaits every publish's ack in order and records its latency.
+func (g *gwGroup) collect() {
+	defer close(g.acked)
+	for p := range g.pending {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := p.wait(ctx)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("bench: gateway publish seq %d: %w", p.seq, err)
+			g.ackErr.CompareAndSwap(nil, &err)
+			continue
+		}
+		g.ackMS = append(g.ackMS, float64(time.Since(p.start))/1e6)
+	}
 }
 
 func setupConfabFanout(ctx context.Context, n int, deliver func(int, []byte)) (channelGroup, error) {
@@ -165,16 +198,15 @@ func setupConfabFanout(ctx context.Context, n int, deliver func(int, []byte)) (c
 					errs[i] = fmt.Errorf("bench: gateway join %d: %w", i, err)
 					continue
 				}
-				ev, err := c.Subscribe(ctx, []string{confabBenchChannel}, "")
+				// As the gorilla clients do: each event is counted on the
+				// connection's reader goroutine.
+				_, err = c.SubscribeFunc(ctx, []string{confabBenchChannel}, "", func(e wsgateway.Event) {
+					deliver(i, confabPayload(e.Record.Env.Content))
+				})
 				if err != nil {
 					errs[i] = fmt.Errorf("bench: gateway subscribe %d: %w", i, err)
 					continue
 				}
-				g.wg.Go(func() {
-					for e := range ev {
-						deliver(i, confabPayload(e.Record.Env.Content))
-					}
-				})
 			}
 		})
 	}
@@ -192,6 +224,8 @@ func setupConfabFanout(ctx context.Context, n int, deliver func(int, []byte)) (c
 	if err != nil {
 		return fail(fmt.Errorf("bench: gateway next seq: %w", err))
 	}
+	g.pending, g.acked = make(chan pendingAck, 1<<16), make(chan struct{})
+	go g.collect()
 	return g, nil
 }
 
@@ -200,30 +234,42 @@ func (g *gwGroup) Publish(ctx context.Context, p []byte) error {
 	if err := e.Sign(g.pubKey); err != nil {
 		return err
 	}
+	if p := g.ackErr.Load(); p != nil {
+		return *p
+	}
 	start := time.Now()
-	if _, err := g.clients[0].Publish(ctx, e); err != nil {
+	wait, err := g.clients[0].PublishAsync(ctx, e)
+	if err != nil {
 		return fmt.Errorf("bench: gateway publish seq %d: %w", g.seq, err)
 	}
-	g.ackMS = append(g.ackMS, float64(time.Since(start))/1e6)
+	g.pending <- pendingAck{seq: g.seq, start: start, wait: wait}
 	g.seq++
 	return nil
 }
 
-// acks returns the publish→ack latencies in ms (Publish is called from one
-// goroutine, and acks after it returns).
+// acks returns the publish→ack latencies in ms; only after Close.
 func (g *gwGroup) acks() []float64 { return g.ackMS }
 
+// Close waits for every ack (so acks and errors are complete), then
+// closes the clients and the rendezvous. It returns the first publish error.
 func (g *gwGroup) Close() error {
+	var err error
 	g.once.Do(func() {
+		if g.pending != nil {
+			close(g.pending)
+			<-g.acked
+			if p := g.ackErr.Load(); p != nil {
+				err = *p
+			}
+		}
 		for _, c := range g.clients {
 			if c != nil {
 				c.Close()
 			}
 		}
-		g.wg.Wait()
 		g.srv.Close()
 	})
-	return nil
+	return err
 }
 
 // holdAuthedClients is the idle-client process's work for confab: n
