@@ -2,8 +2,10 @@ package bundle
 
 import (
 	"errors"
+	"io"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // setDirect turns O_DIRECT on or off for f's open file description. It fails
@@ -56,4 +58,37 @@ func startWriteback(f *os.File, off, n int64) {
 	_ = rc.Control(func(fd uintptr) {
 		_ = syscall.SyncFileRange(int(fd), off, n, 0x2 /* SYNC_FILE_RANGE_WRITE */)
 	})
+}
+
+// writev writes bufs (none empty) to f at its offset in one system call and
+// returns how many bytes it wrote.
+func writev(f *os.File, bufs [][]byte) (int64, error) {
+	iov := make([]syscall.Iovec, len(bufs))
+	for i, b := range bufs {
+		iov[i].Base = &b[0]
+		iov[i].SetLen(len(b))
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n uintptr
+	var errno syscall.Errno
+	if err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, _, errno = syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			if errno != syscall.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	if n == 0 {
+		return 0, io.ErrShortWrite
+	}
+	return int64(n), nil
 }

@@ -49,15 +49,17 @@
 //     stream in ChunkSize (1 MiB) writes straight from a read-only mapping,
 //     32 MiB of the file mapped at a time (Linux; mmap_linux.go): one copy
 //     less than reading it, and a fault from a file truncated under it is an
-//     error, not a crash. Where it cannot map the file it reads it ahead on
-//     a second goroutine through a ring of 3 ChunkSize buffers.
+//     error, not a crash. Each chunk's pages are mapped in one call
+//     (MADV_POPULATE_READ) rather than faulted in 64 KiB at a time. Where it
+//     cannot map the file it reads it ahead on a second goroutine through a
+//     ring of 3 ChunkSize buffers.
 //   - The receiver runs three stages in order over a ring of 8 ChunkSize
 //     buffers (one goroutine reads the stream, one hashes, Fetch's own
-//     writes the file), so the disk and the hash overlap the transfer and
-//     each other. It writes with O_DIRECT where the file system allows it
-//     (Linux; partwriter.go): the kernel copies nothing into the page cache,
-//     the disk works while the stream runs, and the final fsync has only
-//     metadata and the device cache left. Unaligned writes (the last
+//     writes the file, four chunks per write), so the disk and the hash
+//     overlap the transfer and each other. It writes with O_DIRECT where the
+//     file system allows it (Linux; partwriter.go): the kernel copies
+//     nothing into the page cache, the disk works while the stream runs,
+//     and the final fsync has only metadata and the device cache left. Unaligned writes (the last
 //     chunk's tail) and file systems that refuse O_DIRECT go through the
 //     page cache with writeback started every 8 MiB. To keep resumed
 //     transfers aligned, a stream that breaks mid-chunk keeps only whole
@@ -68,10 +70,11 @@
 //   - Per peer, the server runs at most DefaultMaxPerPeer (2) transfers at once
 //     and at most DefaultMaxPeerBytes (4 GiB) still to send over them
 //     (WithMaxPerPeer, WithMaxPeerBytes).
-//   - A stream on which no chunk moves for IdleTimeout (30 s) is dropped; the
-//     request/response exchange has 10 s. Fetch retries with backoff (200 ms
-//     doubling to 5 s) and gives up after 5 consecutive attempts that moved
-//     no byte.
+//   - A stream on which no chunk moves for IdleTimeout (30 s) is dropped (the
+//     receiver pushes its deadline out at most once a second, so it may go
+//     a second early); the request/response exchange has 10 s. Fetch
+//     retries with backoff (200 ms doubling to 5 s) and gives up after 5
+//     consecutive attempts that moved no byte.
 //   - A relayed connection with the default relay limits (2 min, 128 KiB per
 //     direction) is reset long before a real bundle is through; Fetch then
 //     resumes on the next connection. The rendezvous must set relay

@@ -73,6 +73,53 @@ func (w *partWriter) write(b []byte) error {
 	return err
 }
 
+// writeBufs appends bufs in order. A run of whole aligned buffers goes to
+// the disk in one direct write (writev): each direct write blocks its
+// thread until the device has the bytes, and every blocking call costs the
+// Go runtime a hand-off of its processor (sysmon wakes every 20 us for a
+// while after each), so four 1 MiB buffers in one call cost a quarter of
+// that. Anything else goes through write, one buffer at a time.
+func (w *partWriter) writeBufs(bufs [][]byte) error {
+	bufs = append([][]byte(nil), bufs...) // trimmed below; the caller's stay whole
+	for len(bufs) > 0 {
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+			continue
+		}
+		n := 0
+		for n < len(bufs) && len(bufs[n]) > 0 && w.directLen(bufs[n]) == len(bufs[n]) {
+			n++
+		}
+		if n < 2 || !w.setDirect(true) {
+			if err := w.write(bufs[0]); err != nil {
+				return err
+			}
+			bufs = bufs[1:]
+			continue
+		}
+		m, err := writev(w.f, bufs[:n])
+		w.off += m
+		w.directN += m
+		w.flushed = w.off
+		for m > 0 {
+			k := min(m, int64(len(bufs[0])))
+			bufs[0] = bufs[0][k:]
+			m -= k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		switch {
+		case err == nil:
+		case isDirectRefused(err):
+			w.canDirect = false
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
 // directLen is how many bytes of b may be written with direct I/O at the
 // current offset: the aligned prefix, or 0.
 func (w *partWriter) directLen(b []byte) int {

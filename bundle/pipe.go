@@ -19,6 +19,10 @@ const (
 	// reader, hasher, file writer): enough that a disk write that stalls
 	// for a few milliseconds does not stop the stream.
 	recvBuffers = 8
+	// writeBatch is how many received chunks the receiver writes to the
+	// file in one call: half the ring, so that the reader and the hasher
+	// keep the other half while a write waits for the disk.
+	writeBatch = recvBuffers / 2
 )
 
 // chunk is one filled buffer, or the error that ended the producer (with

@@ -44,6 +44,9 @@ const (
 	DefaultMaxPeerBytes = 4 << 30
 	// IdleTimeout ends a transfer when no chunk moves for this long.
 	IdleTimeout = 30 * time.Second
+	// deadlineRefresh is how often a moving transfer pushes its idle
+	// deadline out again.
+	deadlineRefresh = time.Second
 	// headerTimeout bounds the request/response exchange.
 	headerTimeout = 10 * time.Second
 	// fetchAttempts is how many consecutive attempts without progress
@@ -461,8 +464,8 @@ var inflight = struct {
 // left by an earlier call is resumed (its bytes are re-read and hashed);
 // a broken stream is retried from where it stopped, with backoff, until
 // fetchAttempts consecutive attempts make no progress. progress, if not nil,
-// is called on Fetch's goroutine after every chunk with the bytes held and
-// the total; it must return quickly. A canceled Fetch keeps its .part.
+// is called on Fetch's goroutine after every write to the file (at most
+// 4 MiB) with the bytes held and the total; it must return quickly. A canceled Fetch keeps its .part.
 // The stream may use a limited (relayed) connection. If storeDir/<hash>
 // already holds the right bytes Fetch returns at once.
 // Errors wrap ErrBadOffer, ErrUnavailable, ErrBusy, ErrHashMismatch,
@@ -590,6 +593,9 @@ func resumePart(f *os.File, size int64) (int64, hash.Hash, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, nil, err
 	}
+	if fi, err := f.Stat(); err != nil || fi.Size() == 0 {
+		return 0, hsh, err // a new .part: nothing to hash
+	}
 	n, err := io.CopyBuffer(hsh, f, make([]byte, ChunkSize))
 	if err != nil {
 		return 0, nil, err
@@ -669,11 +675,17 @@ func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, pw 
 	}
 
 	left := offer.Size - *done // producer only once the pipe runs
+	var deadlineSet time.Time  // producer only
 	p := newChunkPipe(ring, func(buf []byte) (int, error) {
 		buf = buf[:min(int64(len(buf)), left)]
 		n := 0
 		for n < len(buf) {
-			_ = st.SetReadDeadline(time.Now().Add(IdleTimeout))
+			// Setting a deadline resets a timer: push it out once a
+			// second while bytes move, not for every frame.
+			if now := time.Now(); now.Sub(deadlineSet) >= deadlineRefresh {
+				_ = st.SetReadDeadline(now.Add(IdleTimeout))
+				deadlineSet = now
+			}
 			m, err := st.Read(buf[n:])
 			n += m
 			if err != nil {
@@ -721,20 +733,39 @@ func fetchOnce(ctx context.Context, h host.Host, from peer.ID, offer *Offer, pw 
 			}
 		}
 	}()
+	// The writer gathers writeBatch chunks (or up to the last one) and
+	// writes them in one call: see partWriter.writeBufs.
 	var werr, end error
+	batch := make([]chunk, 0, writeBatch)
+	bufs := make([][]byte, 0, writeBatch)
 	for c := range toWrite {
-		if len(c.b) > 0 && werr == nil {
-			if werr = pw.write(c.b); werr != nil {
+		batch = append(batch, c)
+		end = c.err
+		if len(batch) < writeBatch && c.err == nil {
+			continue
+		}
+		bufs = bufs[:0]
+		var n int64
+		for _, b := range batch {
+			if len(b.b) > 0 {
+				bufs = append(bufs, b.b)
+				n += int64(len(b.b))
+			}
+		}
+		if len(bufs) > 0 && werr == nil {
+			if werr = pw.writeBufs(bufs); werr != nil {
 				_ = st.Reset() // stop the reader; drain what the hasher has
 			} else {
-				*done += int64(len(c.b))
+				*done += n
 				if progress != nil {
 					progress(*done, offer.Size)
 				}
 			}
 		}
-		p.put(c.b)
-		end = c.err
+		for _, b := range batch {
+			p.put(b.b)
+		}
+		batch = batch[:0]
 	}
 	switch {
 	case werr != nil:
