@@ -81,6 +81,8 @@ type channel struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
+	signer *signer // the node's key, for its own sends
+
 	stopMu  sync.RWMutex // guards stopped; held (read) while enqueueing
 	stopped bool
 
@@ -93,6 +95,10 @@ type channel struct {
 }
 
 func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
+	sg, err := newSigner(m.node.Key())
+	if err != nil {
+		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
+	}
 	hw, err := m.hist.HighWater(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: join %s: %w", name, err)
@@ -125,7 +131,7 @@ func (m *Mesh) openChannel(ctx context.Context, name string) (*channel, error) {
 	}
 	cctx, cancel := context.WithCancel(m.ctx)
 	c := &channel{
-		m: m, name: name, topic: t, sub: sub, events: ev,
+		m: m, name: name, topic: t, sub: sub, events: ev, signer: sg,
 		in:        make(chan *item, inQueue),
 		syncQ:     make(chan peer.ID, 64),
 		ctx:       cctx,
@@ -353,7 +359,7 @@ func (c *channel) process(batch []*item) {
 			e := it.local
 			e.Seq = c.nextSeq(m.self)
 			e.TS = time.Now().UnixMilli()
-			if err := e.Sign(m.node.Key()); err != nil {
+			if err := c.signer.sign(e); err != nil {
 				it.answer(Record{}, err)
 				continue
 			}

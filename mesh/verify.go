@@ -139,6 +139,47 @@ func (e *Envelope) Verify() error {
 	return nil
 }
 
+// signer signs the node's own envelopes as Envelope.Sign does, with what Sign
+// derives on every call computed once: the author's peer id string (~3 µs
+// per call) and the key in curve25519-voi's form, whose Sign uses the public
+// half it holds where crypto/ed25519's derives it again with a scalar
+// multiplication (~15 instead of ~21 µs of CPU per signature). Ed25519
+// signatures are deterministic (RFC 8032), so the bytes are the ones Sign
+// would produce. It is on the latency path of every send: the channel loop
+// signs before it stores and publishes. Safe for concurrent use.
+type signer struct {
+	from string
+	key  ed25519.PrivateKey
+}
+
+func newSigner(k crypto.PrivKey) (*signer, error) {
+	if k.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("mesh: sign: key type %v is not ed25519", k.Type())
+	}
+	pid, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: sign: %w", err)
+	}
+	raw, err := k.Raw() // seed ‖ public key, the layout both packages use
+	if err != nil || len(raw) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("mesh: sign: ed25519 key of %d bytes", len(raw))
+	}
+	return &signer{from: pid.String(), key: ed25519.PrivateKey(raw)}, nil
+}
+
+// sign fills From, then ID and Sig, as Envelope.Sign does.
+func (s *signer) sign(e *Envelope) error {
+	e.From = s.from
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("mesh: sign: %w", err)
+	}
+	b := e.SigningBytes()
+	e.Sig = ed25519.Sign(s.key, b)
+	sum := sha256.Sum256(b)
+	e.ID = hex.EncodeToString(sum[:])
+	return nil
+}
+
 // batchVerifiers recycles batch verifiers: their entries (~0.5 KiB each) are
 // most of a batch's allocation.
 var batchVerifiers = sync.Pool{New: func() any { return ed25519.NewBatchVerifier() }}

@@ -540,3 +540,88 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestSignerMatchesSign: the channel loop's signer produces exactly the
+// envelope Envelope.Sign produces, which Verify accepts, and refuses what
+// Sign refuses.
+func TestSignerMatchesSign(t *testing.T) {
+	k := newKey(t)
+	s, err := newSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		mod     func(*Envelope)
+		wantErr bool
+	}{
+		{name: "chat", mod: func(e *Envelope) {}},
+		{name: "reply, no name", mod: func(e *Envelope) { e.Name = ""; e.ReplyTo = strings.Repeat("ab", 32) }},
+		{name: "largest content", mod: func(e *Envelope) { e.Content = strings.Repeat("é", MaxContentLen/2) }},
+		{name: "private channel", mod: func(e *Envelope) { e.Channel = "~" + strings.Repeat("0f", 16); e.Kind = KindEncrypted }},
+		{name: "bad channel", mod: func(e *Envelope) { e.Channel = "general" }, wantErr: true},
+		{name: "seq 0", mod: func(e *Envelope) { e.Seq = 0 }, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := &Envelope{Channel: "#general", Name: "atlas", Seq: 7, TS: 1_760_000_000_000, Kind: "msg", Content: "hello, nova"}
+			tc.mod(want)
+			got := *want
+			wantErr := want.Sign(k)
+			gotErr := s.sign(&got)
+			if (gotErr != nil) != tc.wantErr || (wantErr != nil) != tc.wantErr {
+				t.Fatalf("sign errors: signer %v, Sign %v; want error %v", gotErr, wantErr, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if got.From != want.From || got.ID != want.ID || !bytes.Equal(got.Sig, want.Sig) {
+				t.Errorf("signer gave from %s id %s sig %x, Sign gave %s %s %x", got.From, got.ID, got.Sig, want.From, want.ID, want.Sig)
+			}
+			if err := got.Verify(); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+	if _, err := newSigner(mustSecp256k1(t)); err == nil {
+		t.Error("newSigner accepted a secp256k1 key")
+	}
+}
+
+func mustSecp256k1(t *testing.T) crypto.PrivKey {
+	t.Helper()
+	k, _, err := crypto.GenerateSecp256k1Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// BenchmarkSign: CPU per signature of Envelope.Sign (crypto/ed25519 through
+// the libp2p key, peer id derived each call) and of the channel loop's signer.
+func BenchmarkSign(b *testing.B) {
+	k := newKey(b)
+	s, err := newSigner(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &Envelope{Channel: "#bench", Name: "atlas", Seq: 1, TS: 1_760_000_000_000, Kind: "msg", Content: strings.Repeat("x", 200)}
+	for _, bc := range []struct {
+		name string
+		sign func(*Envelope) error
+	}{
+		{"Envelope.Sign", func(e *Envelope) error { return e.Sign(k) }},
+		{"signer", s.sign},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cpu0 := cpuTime()
+			for b.Loop() {
+				e.Seq++
+				if err := bc.sign(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/op")
+		})
+	}
+}
