@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
@@ -55,6 +56,33 @@ func TestSigBatcher(t *testing.T) {
 			}
 			if b.running != 0 || len(b.queue) != 0 {
 				t.Errorf("after all callers returned: running %d, queued %d; want 0, 0", b.running, len(b.queue))
+			}
+		})
+	}
+}
+
+// A verifier yields for others to join it only while validations overlap:
+// within yieldWindow of a caller finding every verifier busy.
+func TestSigBatcherOverlapping(t *testing.T) {
+	now := time.Unix(1_760_000_000, 0)
+	tests := []struct {
+		name string
+		busy time.Time // zero: never
+		want bool
+	}{
+		{name: "never busy", want: false},
+		{name: "busy just now", busy: now, want: true},
+		{name: "busy within the window", busy: now.Add(-yieldWindow / 2), want: true},
+		{name: "busy before the window", busy: now.Add(-yieldWindow), want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newSigBatcher(2)
+			if !tc.busy.IsZero() {
+				b.busy.Store(tc.busy.UnixNano())
+			}
+			if got := b.overlapping(now); got != tc.want {
+				t.Errorf("overlapping = %v, want %v", got, tc.want)
 			}
 		})
 	}
