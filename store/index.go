@@ -335,14 +335,17 @@ const (
 // Indexer pacing: after a commit the indexer waits until no batch has
 // committed for indexQuiet, so a burst of appends (a catch-up, many writers)
 // is stored without the indexer competing for the CPU and is indexed right
-// after it, in larger (fewer, cheaper) transactions; it starts at once when
+// after it, in larger (fewer, cheaper) transactions, and steady appends more
+// often than indexQuiet (a gateway's publishes every 20 ms) do not each pay
+// for an index commit (a second synced commit, queued in badger's writer
+// ahead of the next append, when it came one interval later); it starts at once when
 // Search or retention waits for it (so both still read what was committed
 // before them), and under appends that do not pause it starts indexMaxLag
 // after the first commit it was woken for, then indexes everything waiting.
 // A burst longer than the hand-off holds (maxPend) is indexed from disk
 // afterwards. Variables so tests can change them.
 var (
-	indexQuiet  = 20 * time.Millisecond
+	indexQuiet  = 100 * time.Millisecond
 	indexMaxLag = 2 * time.Second
 )
 
