@@ -66,14 +66,14 @@
 // message, which took 26 keys per message one posting per key, and takes
 // ~9 lists per message in transactions of 100 messages, ~3 in transactions
 // of 1000. Words that occur once (random strings, ids) still take a key
-// each. The indexer is paced: it starts once the appends pause for 100 ms,
-// so a burst (a catch-up, many writers at once) is stored without the
-// indexer competing for the CPU and is indexed right after, in fewer, larger
-// transactions; under appends that never pause it starts 2 s after the
-// commit that woke it and then indexes everything waiting; and it starts at
-// once when a Search or a retention pass waits for it. So the index lags the
-// store by at most about 2 s plus one indexing pass (100 ms after chat-rate
-// appends); a crash loses no index entry for good: postings and watermark are written
+// each. The indexer is paced: before each transaction it waits for the
+// appends to pause for 100 ms, so a burst (a catch-up, many writers at once)
+// is stored without the indexer competing for the CPU and is indexed right
+// after, in fewer, larger transactions; it does not wait once the oldest
+// envelope waiting for it committed 2 s ago (under appends that never pause
+// the index stays about 2 s behind), when a Search or a retention pass waits
+// for it, or while it reads from disk. So the index lags the store by at
+// most about 2 s (100 ms after chat-rate appends); a crash loses no index entry for good: postings and watermark are written
 // together, and New restarts the indexer from the watermark, reading g/ and
 // m/ from disk until it has caught up (likewise when the in-memory hand-off
 // overflows its 65536 envelopes because the indexer is far behind). Search

@@ -156,6 +156,7 @@ func (db *DB) arrivalMS() int64 {
 type indexItem struct {
 	off uint64
 	env *mesh.Envelope
+	at  int64 // when its batch committed (unix ns), for the indexer's pacing
 }
 
 // maxPend bounds the envelopes held for the indexer in memory; a variable
@@ -169,7 +170,11 @@ func (db *DB) committedBatch(b *batch) {
 	x := &db.idx
 	x.pendMu.Lock()
 	x.committed.Store(b.last)
-	x.lastCommit.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	x.lastCommit.Store(now)
+	for i := range b.written {
+		b.written[i].at = now
+	}
 	if x.pendOK {
 		if len(x.pend)+len(b.written) > maxPend {
 			x.pendOK, x.pend = false, nil
@@ -332,18 +337,19 @@ const (
 	indexRetry    = time.Second
 )
 
-// Indexer pacing: after a commit the indexer waits until no batch has
-// committed for indexQuiet, so a burst of appends (a catch-up, many writers)
-// is stored without the indexer competing for the CPU and is indexed right
-// after it, in larger (fewer, cheaper) transactions, and steady appends more
-// often than indexQuiet (a gateway's publishes every 20 ms) do not each pay
-// for an index commit (a second synced commit, queued in badger's writer
-// ahead of the next append, when it came one interval later); it starts at once when
-// Search or retention waits for it (so both still read what was committed
-// before them), and under appends that do not pause it starts indexMaxLag
-// after the first commit it was woken for, then indexes everything waiting.
-// A burst longer than the hand-off holds (maxPend) is indexed from disk
-// afterwards. Variables so tests can change them.
+// Indexer pacing: before each transaction the indexer waits until no batch
+// has committed for indexQuiet, so a burst of appends (a catch-up, many
+// writers) is stored without the indexer competing for the CPU and is
+// indexed right after it, in larger (fewer, cheaper) transactions, and
+// steady appends more often than indexQuiet (a gateway's publishes every
+// 20 ms) do not each pay for an index commit (a second synced commit, queued
+// in badger's writer ahead of the next append when it came one interval
+// later). It does not wait when the oldest envelope waiting for it committed
+// indexMaxLag ago (so under appends that never pause the index stays about
+// indexMaxLag behind), when Search or retention waits for it (so both still
+// read what was committed before them), or when it is reading from disk
+// (after a restart, or a burst longer than the hand-off holds: maxPend).
+// Variables so tests can change them.
 var (
 	indexQuiet  = 100 * time.Millisecond
 	indexMaxLag = 2 * time.Second
@@ -376,10 +382,10 @@ func (db *DB) indexLoop(gate chan struct{}) {
 			return
 		case <-db.idx.kick:
 		}
-		if !db.awaitPause() {
-			return
-		}
 		for {
+			if !db.awaitPause() {
+				return
+			}
 			if gate != nil {
 				select {
 				case <-db.closing:
@@ -410,21 +416,19 @@ func (db *DB) indexLoop(gate chan struct{}) {
 }
 
 // awaitPause waits until the appends pause (indexQuiet without a commit),
-// indexMaxLag has passed, or someone waits for the index (hurry). It
-// returns false when the DB is closing.
+// the oldest envelope waiting for the index committed indexMaxLag ago, or
+// someone waits for the index (hurry). It returns false when the DB is
+// closing.
 func (db *DB) awaitPause() bool {
 	x := &db.idx
-	deadline := time.Now().Add(indexMaxLag)
 	for {
-		wait := indexQuiet - time.Since(time.Unix(0, x.lastCommit.Load()))
-		if wait <= 0 {
+		now := time.Now()
+		wait := indexQuiet - now.Sub(time.Unix(0, x.lastCommit.Load()))
+		lag := indexMaxLag - now.Sub(db.oldestPending())
+		if wait <= 0 || lag <= 0 {
 			return true
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return true
-		}
-		t := time.NewTimer(min(wait, left))
+		t := time.NewTimer(min(wait, lag))
 		select {
 		case <-db.closing:
 			t.Stop()
@@ -435,6 +439,19 @@ func (db *DB) awaitPause() bool {
 		case <-t.C:
 		}
 	}
+}
+
+// oldestPending is when the oldest envelope in the hand-off committed; the
+// zero time when the indexer reads from disk or nothing waits (so it does
+// not wait).
+func (db *DB) oldestPending() time.Time {
+	x := &db.idx
+	x.pendMu.Lock()
+	defer x.pendMu.Unlock()
+	if !x.pendOK || len(x.pend) == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, x.pend[0].at)
 }
 
 // indexBatch writes the postings of the committed envelopes after the
