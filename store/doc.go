@@ -74,8 +74,9 @@
 // the index stays about 2 s behind), when a Search or a retention pass waits
 // for it, or while it reads from disk. So the index lags the store by at
 // most about 2 s (100 ms after chat-rate appends). A crash loses no index
-// entry for good: postings and watermark are written together, and New restarts the indexer from the watermark, reading g/ and
-// m/ from disk until it has caught up (likewise when the in-memory hand-off
+// entry for good: postings and watermark are written together, and New
+// restarts the indexer from the watermark, reading g/ and m/ from disk until
+// it has caught up (likewise when the in-memory hand-off
 // overflows its 65536 envelopes because the indexer is far behind). Search
 // covers what is indexed, and first waits (up to 2 s, or its ctx) until the
 // index covers everything committed before the call, so a client finds what
