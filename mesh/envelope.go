@@ -69,7 +69,7 @@ func ValidChannel(s string) bool { return len(s) <= MaxChannelLen && channelRE.M
 // seq and ts as 8-byte big-endian integers. It never depends on JSON.
 func (e *Envelope) SigningBytes() []byte {
 	n := len(signDomain) + 4*7 + 16 + len(e.Channel) + len(e.From) + len(e.Name) + len(e.Kind) + len(e.Content) + len(e.ReplyTo)
-	b := make([]byte, 0, n)
+	b := make([]byte, 0, n+ed25519.SignatureSize) // room for Marshal's signature
 	b = appendField(b, signDomain)
 	b = appendField(b, e.Channel)
 	b = appendField(b, e.From)
