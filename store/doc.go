@@ -76,8 +76,8 @@
 // most about 2 s (100 ms after chat-rate appends). A crash loses no index
 // entry for good: postings and watermark are written together, and New
 // restarts the indexer from the watermark, reading g/ and m/ from disk until
-// it has caught up (likewise when the in-memory hand-off
-// overflows its 65536 envelopes because the indexer is far behind). Search
+// it has caught up (likewise for what comes after the first 65536
+// envelopes waiting, which is all the in-memory hand-off holds). Search
 // covers what is indexed, and first waits (up to 2 s, or its ctx) until the
 // index covers everything committed before the call, so a client finds what
 // it was just acknowledged; past that wait it answers from what is indexed.

@@ -73,10 +73,12 @@ type indexState struct {
 	// pendMu guards the fields under it: the hand-off from commits to the
 	// indexer, so the indexer need not read back what was just written.
 	// While pendOK, pend holds every committed envelope after the indexer's
-	// watermark, in offset order; when it would grow past maxPend (the
-	// indexer is far behind), or after an index write failed, it is dropped
-	// and the indexer reads g/ and m/ from disk until it catches up. Never
-	// held with another lock.
+	// watermark, in offset order. When it would grow past maxPend (the
+	// indexer is far behind) it stops growing: the indexer indexes what it
+	// holds, then reads the rest (g/ and m/) from disk until it catches up.
+	// After an index write failed it is dropped and the indexer reads
+	// everything after the watermark from disk. Never held with another
+	// lock.
 	pendMu sync.Mutex
 	pend   []indexItem
 	pendOK bool
@@ -177,7 +179,7 @@ func (db *DB) committedBatch(b *batch) {
 	}
 	if x.pendOK {
 		if len(x.pend)+len(b.written) > maxPend {
-			x.pendOK, x.pend = false, nil
+			x.pendOK = false // keep what it holds; the rest is read from disk
 		} else {
 			x.pend = append(x.pend, b.written...)
 		}
@@ -448,7 +450,7 @@ func (db *DB) oldestPending() time.Time {
 	x := &db.idx
 	x.pendMu.Lock()
 	defer x.pendMu.Unlock()
-	if !x.pendOK || len(x.pend) == 0 {
+	if len(x.pend) == 0 {
 		return time.Time{}
 	}
 	return time.Unix(0, x.pend[0].at)
@@ -460,11 +462,11 @@ func (db *DB) oldestPending() time.Time {
 func (db *DB) indexBatch() (bool, error) {
 	x := &db.idx
 	x.pendMu.Lock()
-	if x.pendOK {
+	if len(x.pend) > 0 || x.pendOK {
 		n := min(len(x.pend), indexBatchMax)
 		items := slices.Clone(x.pend[:n])
 		x.pend = slices.Delete(x.pend, 0, n) // shifts; n is most of it when busy
-		more := len(x.pend) > 0
+		more := len(x.pend) > 0 || !x.pendOK
 		x.pendMu.Unlock()
 		if n == 0 {
 			return false, nil

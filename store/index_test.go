@@ -277,10 +277,13 @@ func TestIndexHandOffOverflow(t *testing.T) {
 		want = append(want, e.ID)
 	}
 	db.idx.pendMu.Lock()
-	ok := db.idx.pendOK
+	ok, held := db.idx.pendOK, len(db.idx.pend)
 	db.idx.pendMu.Unlock()
 	if ok {
 		t.Error("hand-off still on after overflowing")
+	}
+	if held != maxPend {
+		t.Errorf("hand-off holds %d envelopes after overflowing, want the first %d (kept, not read back)", held, maxPend)
 	}
 	close(gate)
 	waitForIndex(t, db)
