@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Limits of one envelope. They bound every envelope decoded from the network,
@@ -94,27 +93,13 @@ func (e *Envelope) ComputeID() string {
 }
 
 // Sign fills From from key, then ID and Sig. key must be an Ed25519 key.
+// A node signing many envelopes with one key keeps a signer instead.
 func (e *Envelope) Sign(key crypto.PrivKey) error {
-	if key.Type() != crypto.Ed25519 {
-		return fmt.Errorf("mesh: sign: key type %v is not ed25519", key.Type())
-	}
-	pid, err := peer.IDFromPrivateKey(key)
+	s, err := newSigner(key)
 	if err != nil {
-		return fmt.Errorf("mesh: sign: %w", err)
+		return err
 	}
-	e.From = pid.String()
-	if err := e.Validate(); err != nil {
-		return fmt.Errorf("mesh: sign: %w", err)
-	}
-	b := e.SigningBytes()
-	sig, err := key.Sign(b)
-	if err != nil {
-		return fmt.Errorf("mesh: sign: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	e.ID = hex.EncodeToString(sum[:])
-	e.Sig = sig
-	return nil
+	return s.sign(e)
 }
 
 // Validate checks the schema and limits of every field except ID and Sig.
