@@ -249,7 +249,7 @@ func runConfabStore(ctx context.Context, size Size) (res Result, err error) {
 // waitIndexed waits until db's search index covers every stored envelope,
 // so CPU figures include the indexer's work.
 // indexLagNote explains the index-lag rows.
-const indexLagNote = "the store's search indexer waits for appends to pause (100 ms; at most 2 s behind the oldest envelope waiting), " +
+const indexLagNote = "the store's search indexer waits for appends to pause (100 ms; at most 10 s behind the oldest envelope waiting), " +
 	"so during a burst the appends rows count stored, acknowledged envelopes and the index follows; this is how long after the last " +
 	"acknowledgement it covered everything (Search itself never misses an acknowledged envelope: it makes the indexer start and waits for it)"
 

@@ -70,14 +70,15 @@
 // appends to pause for 100 ms, so a burst (a catch-up, many writers at once)
 // is stored without the indexer competing for the CPU and is indexed right
 // after, in fewer, larger transactions; it does not wait once the oldest
-// envelope waiting for it committed 2 s ago (under appends that never pause
-// the index stays about 2 s behind), when a Search or a retention pass waits
+// envelope waiting for it committed 10 s ago (under appends that never pause
+// the index stays about 10 s behind), when a Search or a retention pass waits
 // for it, or while it reads from disk. So the index lags the store by at
-// most about 2 s (100 ms after chat-rate appends). A crash loses no index
+// most about 10 s (100 ms after chat-rate appends). A crash loses no index
 // entry for good: postings and watermark are written together, and New
 // restarts the indexer from the watermark, reading g/ and m/ from disk until
-// it has caught up (likewise for what comes after the first 65536
-// envelopes waiting, which is all the in-memory hand-off holds). Search
+// it has caught up (likewise for what comes after the first 131072
+// envelopes waiting, which is all the in-memory hand-off holds: about
+// 100 MB of 200-byte messages). Search
 // covers what is indexed, and first waits (up to 2 s, or its ctx) until the
 // index covers everything committed before the call, so a client finds what
 // it was just acknowledged; past that wait it answers from what is indexed.

@@ -163,7 +163,7 @@ type indexItem struct {
 
 // maxPend bounds the envelopes held for the indexer in memory; a variable
 // so a test can lower it.
-var maxPend = 1 << 16
+var maxPend = 1 << 17
 
 // committedBatch records that b is durable: it advances the committed
 // offset, hands b's envelopes to the indexer and wakes it. Runs on badger's
@@ -354,7 +354,7 @@ const (
 // Variables so tests can change them.
 var (
 	indexQuiet  = 100 * time.Millisecond
-	indexMaxLag = 2 * time.Second
+	indexMaxLag = 10 * time.Second
 )
 
 // indexWait bounds how long Search waits for the indexer to cover what was
