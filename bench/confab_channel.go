@@ -16,7 +16,7 @@ func init() {
 		Compare: CompareChannel,
 		Method: "confab as it runs: per agent a node.Host (127.0.0.1 TCP only, mDNS off, confab's gossipsub settings: own protocol ids, " +
 			"StrictNoSign, content ids, queues of 1024, flood publish, mesh degree 4 instead of 6), a store.DB **in memory** (the disk is measured under History; " +
-			"an acknowledgement still waits for the store's group commit) and a mesh.Mesh joined to one channel, connected by the same `topology` as gossipsub. " +
+			"an acknowledgement still waits for the store's group commit; its search indexer runs when appends pause for 100 ms, so mostly between trials) and a mesh.Mesh joined to one channel, connected by the same `topology` as gossipsub. " +
 			"Member 0 publishes with Mesh.SendAsync, which returns once the channel's loop has the message queued (as gossipsub's Publish returns " +
 			"once its router has the message, and NATS's Publish once it is buffered); the loop's bounded queue (4096) is the publisher's window, " +
 			"and every trial (and warm-up message) ends with a flush that waits until the publisher's store has every message, counted in the " +
