@@ -143,6 +143,9 @@
 //
 // Stored bytes are decoded with mesh.Unmarshal and the id rechecked; a record
 // that does not decode gives an error wrapping ErrCorrupt, never a panic.
+// SinceRaw (catch-up serving) returns the stored binary form without
+// decoding it, but still hashes each record against its id: a mismatch, a
+// missing or short record is ErrCorrupt too.
 //
 // # Durability
 //
