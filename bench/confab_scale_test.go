@@ -2,9 +2,19 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/confabhq/confab/mesh"
 )
@@ -62,5 +72,167 @@ func TestMemHistory(t *testing.T) {
 	}
 	if _, err := h.Get(ctx, "nope"); err == nil {
 		t.Error("Get(unknown) = nil error")
+	}
+}
+
+// BenchmarkIdleScale reports the CPU that idle simulated agents (joined to
+// one channel, nothing sent) cost, per agent per second: what the scale
+// comparison pays before its first message. The defaults are small so
+// that CI's smoke run stays quick; CONFAB_IDLE_AGENTS sets the group size
+// (default 20), CONFAB_IDLE_SECONDS the measured idle time (default 2) and
+// CONFAB_IDLE_SETTLE the wait before it for the joins' presence storm and
+// catch-up to settle (default 2); CONFAB_IDLE_PROFILE=path writes a CPU
+// profile of the measured time only to path.<system>.
+func BenchmarkIdleScale(b *testing.B) {
+	n, secs := 20, 2
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_AGENTS")); err == nil && v > 1 {
+		n = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	for _, tc := range []struct {
+		name  string
+		setup simSetup
+	}{{"gossipsub", setupGossipSim}, {"confab", setupConfabSim}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				perAgent := idleCPU(b, n, time.Duration(secs)*time.Second, tc.setup)
+				b.ReportMetric(float64(perAgent.Microseconds())/1000, "ms-cpu/agent/s")
+			}
+		})
+	}
+}
+
+func idleCPU(b *testing.B, n int, window time.Duration, setup simSetup) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	mn := mocknet.New()
+	defer mn.Close()
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: scaleLatency})
+	hosts := make([]host.Host, n)
+	keys := make([]crypto.PrivKey, n)
+	for i := range n {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a := multiaddr.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255))
+		if hosts[i], err = mn.AddPeer(k, a); err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k
+	}
+	presence := new(atomic.Int64)
+	tr := make([]*rpcCounter, n)
+	for i := range tr {
+		tr[i] = &rpcCounter{presence: presence}
+	}
+	connect := func() error {
+		edges := topology(n)
+		for _, e := range edges {
+			if _, err := mn.LinkPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
+				return err
+			}
+		}
+		for _, e := range edges {
+			if _, err := mn.ConnectPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	g, err := setup(ctx, hosts, keys, tr, connect, func(int, []byte) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	settle := 2 * time.Second
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_SETTLE")); err == nil && v >= 0 {
+		settle = time.Duration(v) * time.Second
+	}
+	time.Sleep(settle)
+	bytes0, beacons0 := sumBytes(tr), tr[0].presence.Load()
+	if f := os.Getenv("CONFAB_IDLE_PROFILE"); f != "" {
+		w, err := os.Create(f + "." + strings.TrimPrefix(b.Name(), "BenchmarkIdleScale/"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		if err := pprof.StartCPUProfile(w); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	c0 := cpuTime()
+	b.StartTimer()
+	time.Sleep(window)
+	b.StopTimer()
+	b.ReportMetric(float64(sumBytes(tr)-bytes0)/float64(n)/window.Seconds(), "B/agent/s")
+	b.ReportMetric(float64(tr[0].presence.Load()-beacons0)/window.Seconds(), "beacons-delivered/s")
+	return (cpuTime() - c0) / time.Duration(n) * time.Second / window
+}
+
+// BenchmarkIdleNodes reports the CPU of idle product nodes (node.Host on
+// loopback TCP, in-memory store, mesh joined to one channel, every default),
+// per node per second, with the same variables as BenchmarkIdleScale
+// (defaults 10 nodes, 2 s, 2 s; the profile goes to path.nodes).
+func BenchmarkIdleNodes(b *testing.B) {
+	n, secs, settle := 10, 2, 2
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_AGENTS")); err == nil && v > 1 {
+		n = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONFAB_IDLE_SETTLE")); err == nil && v >= 0 {
+		settle = v
+	}
+	ctx := context.Background()
+	for range b.N {
+		b.StopTimer()
+		nodes := make([]*confabNode, n)
+		for i := range nodes {
+			c, err := newConfabNode(confabOpts{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			nodes[i] = c
+		}
+		for _, e := range topology(n) {
+			if err := connectConfab(ctx, nodes[e[0]], nodes[e[1]]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, c := range nodes {
+			if err := c.m.Join(ctx, "#idle"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(time.Duration(settle) * time.Second)
+		var prof *os.File
+		if f := os.Getenv("CONFAB_IDLE_PROFILE"); f != "" {
+			var err error
+			if prof, err = os.Create(f + ".nodes"); err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c0 := cpuTime()
+		b.StartTimer()
+		time.Sleep(time.Duration(secs) * time.Second)
+		b.StopTimer()
+		per := (cpuTime() - c0) / time.Duration(n) / time.Duration(secs)
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+		b.ReportMetric(float64(per.Microseconds())/1000, "ms-cpu/node/s")
+		if err := closeConfab(nodes); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -280,10 +280,12 @@ func TestHoldBackAndGapTimeout(t *testing.T) {
 
 // A gap that gossip does not fill is filled by catch-up from a peer that
 // has the missing envelope, well before the gap timeout: nothing is skipped
-// and the held envelope follows its predecessor.
+// and the held envelope follows its predecessor. The periodic catch-up is
+// off at atlas (an hour), so only the open gap can ask for it: the loop's
+// gap tick, which runs only while a gap is open, must be armed by the hold.
 func TestGapFilledByCatchUp(t *testing.T) {
 	const ch = "#fill"
-	a := startAgent(t, t.TempDir(), "atlas", mesh.WithGapTimeout(time.Minute))
+	a := startAgent(t, t.TempDir(), "atlas", mesh.WithGapTimeout(time.Minute), mesh.WithSyncInterval(time.Hour))
 	c := startAgent(t, t.TempDir(), "nova")
 	joinAll(t, ch, a, c)
 	waitPresence(t, ch, 2, a, c)
