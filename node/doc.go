@@ -52,10 +52,6 @@
 //     own goroutine.
 //   - Flood publishing, so a publish right after Join reaches connected
 //     topic peers before the first heartbeat grafts a mesh.
-//   - Mesh degree 4 (Dlo 3, Dhi 8; GossipSubParams) instead of 6: with flood
-//     publishing most forwards in a small channel are duplicates, which cost
-//     every member CPU (measured: 6.6 to 4.0 duplicates per delivery at 10
-//     agents); gossip and mesh's catch-up repair what fewer paths miss.
 //   - MaxMessageSize 256 KiB per RPC. It MUST match on every peer: a peer
 //     with a smaller limit drops the whole RPC. Bulk data goes over streams.
 //   - Peer scoring off. Scores are only useful with per-topic parameters

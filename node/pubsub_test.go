@@ -107,14 +107,3 @@ func TestPubSubOptionsFresh(t *testing.T) {
 		t.Error("PubSubOptions returns a shared slice")
 	}
 }
-
-func TestGossipSubParams(t *testing.T) {
-	p := GossipSubParams()
-	got := [5]int{p.D, p.Dlo, p.Dhi, p.Dout, p.Dscore}
-	if want := [5]int{4, 3, 8, 1, 2}; got != want {
-		t.Errorf("D, Dlo, Dhi, Dout, Dscore = %v, want %v", got, want)
-	}
-	if def := pubsub.DefaultGossipSubParams(); p.Dlazy != def.Dlazy || p.HeartbeatInterval != def.HeartbeatInterval {
-		t.Errorf("Dlazy %d, heartbeat %v: want the defaults %d, %v", p.Dlazy, p.HeartbeatInterval, def.Dlazy, def.HeartbeatInterval)
-	}
-}
