@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -24,57 +23,27 @@ import (
 // and Verify them (a catch-up requester does). The slices share one buffer
 // owned by the caller. limit is treated as in After.
 func (db *DB) SinceRaw(ctx context.Context, channel, author string, afterSeq uint64, limit int) ([][]byte, uint64, error) {
-	if err := checkChannel("since", channel); err != nil {
-		return nil, 0, err
-	}
-	if author == "" || len(author) > 64 || strings.IndexByte(author, 0) >= 0 {
-		return nil, 0, fmt.Errorf("store: since %s: %w: author %q", channel, ErrInvalid, trunc(author))
-	}
-	if afterSeq == ^uint64(0) {
-		return nil, 0, nil
-	}
-	limit = clamp(limit)
-	prefix := authorPrefix(channel, author)
 	var (
 		buf  []byte
 		ends []int
 		last uint64
+		mk   = make([]byte, len(prefixMsg)+32)
 	)
-	err := db.view(ctx, "since "+channel+" "+author, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		mk := make([]byte, len(prefixMsg)+32)
-		copy(mk, prefixMsg)
-		id := mk[len(prefixMsg):]
-		for it.Seek(authorKey(channel, author, afterSeq+1)); it.Valid() && len(ends) < limit; it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			item := it.Item()
-			k := item.Key()
-			if len(k) != len(prefix)+8 {
-				return fmt.Errorf("%w: author key %q", ErrCorrupt, k)
-			}
-			seq := be64(k[len(prefix):])
-			err := item.Value(func(v []byte) error {
-				if len(v) != 32 {
-					return fmt.Errorf("%w: author entry %d: id is %d bytes", ErrCorrupt, seq, len(v))
-				}
-				copy(id, v)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if buf, err = appendRawMsg(txn, mk, buf); err != nil {
-				if errors.Is(err, ErrNotFound) {
-					return fmt.Errorf("%w: author entry %d: message %x missing", ErrCorrupt, seq, id)
-				}
-				return err
-			}
-			ends = append(ends, len(buf))
-			last = seq
+	copy(mk, prefixMsg)
+	err := db.walkAuthor(ctx, channel, author, afterSeq, limit, func(txn *badger.Txn, seq uint64, id []byte) error {
+		if len(id) != 32 {
+			return fmt.Errorf("%w: author entry %d: id is %d bytes", ErrCorrupt, seq, len(id))
 		}
+		copy(mk[len(prefixMsg):], id)
+		var err error
+		if buf, err = appendRawMsg(txn, mk, buf); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%w: author entry %d: message %x missing", ErrCorrupt, seq, id)
+			}
+			return err
+		}
+		ends = append(ends, len(buf))
+		last = seq
 		return nil
 	})
 	if err != nil {

@@ -234,22 +234,43 @@ func (db *DB) HighWater(ctx context.Context, channel string) (map[string]uint64,
 // afterSeq, in ascending seq order (gaps are skipped). limit is treated as in
 // After.
 func (db *DB) Since(ctx context.Context, channel, author string, afterSeq uint64, limit int) ([]*mesh.Envelope, error) {
-	if err := checkChannel("since", channel); err != nil {
+	var envs []*mesh.Envelope
+	err := db.walkAuthor(ctx, channel, author, afterSeq, limit, func(txn *badger.Txn, seq uint64, id []byte) error {
+		env, err := envByIndex(txn, id, "author", seq)
+		if err != nil {
+			return err
+		}
+		envs = append(envs, env)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
+	return envs, nil
+}
+
+// walkAuthor checks Since's arguments, then calls visit with the seq and id
+// (valid during the call only) of author's envelopes in channel with seq >
+// afterSeq, ascending, at most limit (clamped as in After), in one read
+// transaction: Since and SinceRaw.
+func (db *DB) walkAuthor(ctx context.Context, channel, author string, afterSeq uint64, limit int, visit func(txn *badger.Txn, seq uint64, id []byte) error) error {
+	if err := checkChannel("since", channel); err != nil {
+		return err
+	}
 	if author == "" || len(author) > 64 || strings.IndexByte(author, 0) >= 0 {
-		return nil, fmt.Errorf("store: since %s: %w: author %q", channel, ErrInvalid, trunc(author))
+		return fmt.Errorf("store: since %s: %w: author %q", channel, ErrInvalid, trunc(author))
 	}
 	if afterSeq == ^uint64(0) {
-		return nil, nil
+		return nil
 	}
 	limit = clamp(limit)
 	prefix := authorPrefix(channel, author)
-	var envs []*mesh.Envelope
-	err := db.view(ctx, "since "+channel+" "+author, func(txn *badger.Txn) error {
+	return db.view(ctx, "since "+channel+" "+author, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		for it.Seek(authorKey(channel, author, afterSeq+1)); it.Valid() && len(envs) < limit; it.Next() {
+		var id []byte
+		n := 0
+		for it.Seek(authorKey(channel, author, afterSeq+1)); it.Valid() && n < limit; it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -258,22 +279,17 @@ func (db *DB) Since(ctx context.Context, channel, author string, afterSeq uint64
 			if len(k) != len(prefix)+8 {
 				return fmt.Errorf("%w: author key %q", ErrCorrupt, k)
 			}
-			id, err := item.ValueCopy(nil)
-			if err != nil {
+			var err error
+			if id, err = item.ValueCopy(id[:0]); err != nil {
 				return err
 			}
-			env, err := envByIndex(txn, id, "author", be64(k[len(prefix):]))
-			if err != nil {
+			if err := visit(txn, be64(k[len(prefix):]), id); err != nil {
 				return err
 			}
-			envs = append(envs, env)
+			n++
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return envs, nil
 }
 
 // Channels returns every channel with at least one stored envelope, sorted.
