@@ -588,6 +588,12 @@ func (db *DB) indexFromDisk() (bool, error) {
 // transaction and publishes the watermark.
 func (db *DB) writePostings(pb *postingBatch, mark uint64) error {
 	x := &db.idx
+	// Like the committer, never write into the last MinFreeBytes: badger's
+	// mapped log would take the process down (SIGBUS) where the disk has no
+	// room left. The indexer retries, from disk, once there is room.
+	if err := db.checkSpace(); err != nil {
+		return err
+	}
 	txn := db.bdb.NewTransaction(true)
 	defer txn.Discard()
 	if err := pb.set(txn.Set); err != nil {
