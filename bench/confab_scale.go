@@ -282,44 +282,16 @@ func measureScaleN(ctx context.Context, p scaleParams, n int, setup simSetup, re
 			err = fmt.Errorf("bench: scale n=%d: close mocknet: %w", n, cerr)
 		}
 	}()
-	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: scaleLatency})
-	hosts := make([]host.Host, n)
-	keys := make([]crypto.PrivKey, n)
-	for i := range n {
-		k, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			return fmt.Errorf("bench: scale key: %w", err)
-		}
-		a := multiaddr.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255))
-		if hosts[i], err = mn.AddPeer(k, a); err != nil {
-			return fmt.Errorf("bench: scale add peer %d: %w", i, err)
-		}
-		keys[i] = k
+	hosts, keys, tr, connect, err := simPeers(mn, n)
+	if err != nil {
+		return err
 	}
-	presence := new(atomic.Int64)
-	tr := make([]*rpcCounter, n)
-	for i := range tr {
-		tr[i] = &rpcCounter{presence: presence}
-	}
+	presence := tr[0].presence // shared by every counter
 	authors := make([]int, scaleAuthors)
 	for a := range authors {
 		authors[a] = a * n / scaleAuthors
 	}
 	st := &scaleTracker{n: n, authors: authors}
-	connect := func() error {
-		edges := topology(n)
-		for _, e := range edges {
-			if _, err := mn.LinkPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
-				return fmt.Errorf("bench: scale link %d-%d: %w", e[0], e[1], err)
-			}
-		}
-		for _, e := range edges {
-			if _, err := mn.ConnectPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
-				return fmt.Errorf("bench: scale connect %d-%d: %w", e[0], e[1], err)
-			}
-		}
-		return nil
-	}
 	g, err := setup(ctx, hosts, keys, tr, connect, st.deliver)
 	if err != nil {
 		return fmt.Errorf("bench: scale setup n=%d: %w", n, err)
@@ -618,4 +590,44 @@ func (g *confabSim) Close() error {
 		g.err = errors.Join(errs...)
 	})
 	return g.err
+}
+
+// simPeers adds n peers with fresh Ed25519 keys to mn on scaleLatency links,
+// a traffic counter for each (sharing one presence counter), and returns
+// connect, which links and connects them by topology.
+func simPeers(mn mocknet.Mocknet, n int) ([]host.Host, []crypto.PrivKey, []*rpcCounter, func() error, error) {
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: scaleLatency})
+	hosts := make([]host.Host, n)
+	keys := make([]crypto.PrivKey, n)
+	for i := range n {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("bench: scale key: %w", err)
+		}
+		a := multiaddr.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255))
+		if hosts[i], err = mn.AddPeer(k, a); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("bench: scale add peer %d: %w", i, err)
+		}
+		keys[i] = k
+	}
+	presence := new(atomic.Int64)
+	tr := make([]*rpcCounter, n)
+	for i := range tr {
+		tr[i] = &rpcCounter{presence: presence}
+	}
+	connect := func() error {
+		edges := topology(n)
+		for _, e := range edges {
+			if _, err := mn.LinkPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
+				return fmt.Errorf("bench: scale link %d-%d: %w", e[0], e[1], err)
+			}
+		}
+		for _, e := range edges {
+			if _, err := mn.ConnectPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
+				return fmt.Errorf("bench: scale connect %d-%d: %w", e[0], e[1], err)
+			}
+		}
+		return nil
+	}
+	return hosts, keys, tr, connect, nil
 }

@@ -2,19 +2,15 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/host"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
-	"github.com/multiformats/go-multiaddr"
 
 	"github.com/confabhq/confab/mesh"
 )
@@ -110,38 +106,9 @@ func idleCPU(b *testing.B, n int, window time.Duration, setup simSetup) time.Dur
 	ctx := context.Background()
 	mn := mocknet.New()
 	defer mn.Close()
-	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: scaleLatency})
-	hosts := make([]host.Host, n)
-	keys := make([]crypto.PrivKey, n)
-	for i := range n {
-		k, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		a := multiaddr.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255))
-		if hosts[i], err = mn.AddPeer(k, a); err != nil {
-			b.Fatal(err)
-		}
-		keys[i] = k
-	}
-	presence := new(atomic.Int64)
-	tr := make([]*rpcCounter, n)
-	for i := range tr {
-		tr[i] = &rpcCounter{presence: presence}
-	}
-	connect := func() error {
-		edges := topology(n)
-		for _, e := range edges {
-			if _, err := mn.LinkPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
-				return err
-			}
-		}
-		for _, e := range edges {
-			if _, err := mn.ConnectPeers(hosts[e[0]].ID(), hosts[e[1]].ID()); err != nil {
-				return err
-			}
-		}
-		return nil
+	hosts, keys, tr, connect, err := simPeers(mn, n)
+	if err != nil {
+		b.Fatal(err)
 	}
 	g, err := setup(ctx, hosts, keys, tr, connect, func(int, []byte) {})
 	if err != nil {
