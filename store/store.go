@@ -70,7 +70,8 @@ type Config struct {
 	// Now is the clock for arrival times and MaxAge. Default time.Now.
 	Now func() time.Time
 	// MinFreeBytes is the free space the store's filesystem must keep: below
-	// it Append fails with ErrDiskFull and writes nothing. Badger's memtable
+	// it Append fails with ErrDiskFull and writes nothing, and the search
+	// indexer waits (retrying every second) instead of writing. Badger's memtable
 	// log is a memory-mapped file, so running out of space inside it kills
 	// the process (SIGBUS) instead of failing a write; the reserve covers
 	// what one memtable can still take. Default DefaultMinFreeBytes; ignored
