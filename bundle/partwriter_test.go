@@ -31,29 +31,9 @@ func TestPartWriter(t *testing.T) {
 	for _, tt := range tests {
 		for _, mode := range []string{"direct", "buffered", "refused"} {
 			t.Run(tt.name+"/"+mode, func(t *testing.T) {
-				defer func(was bool, fn func(*os.File, bool) error) { directIO, setDirectFn = was, fn }(directIO, setDirectFn)
 				direct := mode == "direct"
-				directIO = mode != "buffered"
-				if mode == "refused" {
-					setDirectFn = func(f *os.File, on bool) error {
-						if on {
-							return errors.New("test: no direct I/O here")
-						}
-						return nil
-					}
-				}
-				path := filepath.Join(t.TempDir(), "x.part")
-				if err := os.WriteFile(path, data[:tt.start], 0o600); err != nil {
-					t.Fatal(err)
-				}
-				f, err := os.OpenFile(path, os.O_RDWR, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				if _, err := f.Seek(int64(tt.start), 0); err != nil {
-					t.Fatal(err)
-				}
+				ioMode(t, mode)
+				f := openPart(t, data[:tt.start])
 				w := newPartWriter(f, int64(tt.start))
 				buf := newRing(1)[0]
 				buf = append(buf, make([]byte, 2*dioAlign)...)
@@ -69,7 +49,7 @@ func TestPartWriter(t *testing.T) {
 				if err := f.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				got, err := os.ReadFile(path)
+				got, err := os.ReadFile(f.Name())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -116,28 +96,8 @@ func TestPartWriterBatched(t *testing.T) {
 	for _, tt := range tests {
 		for _, mode := range []string{"direct", "buffered", "refused"} {
 			t.Run(tt.name+"/"+mode, func(t *testing.T) {
-				defer func(was bool, fn func(*os.File, bool) error) { directIO, setDirectFn = was, fn }(directIO, setDirectFn)
-				directIO = mode != "buffered"
-				if mode == "refused" {
-					setDirectFn = func(f *os.File, on bool) error {
-						if on {
-							return errors.New("test: no direct I/O here")
-						}
-						return nil
-					}
-				}
-				path := filepath.Join(t.TempDir(), "x.part")
-				if err := os.WriteFile(path, data[:tt.start], 0o600); err != nil {
-					t.Fatal(err)
-				}
-				f, err := os.OpenFile(path, os.O_RDWR, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				if _, err := f.Seek(int64(tt.start), 0); err != nil {
-					t.Fatal(err)
-				}
+				ioMode(t, mode)
+				f := openPart(t, data[:tt.start])
 				w := newPartWriter(f, int64(tt.start))
 				off := tt.start
 				for _, batch := range tt.batches {
@@ -160,7 +120,7 @@ func TestPartWriterBatched(t *testing.T) {
 				if err := f.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				got, err := os.ReadFile(path)
+				got, err := os.ReadFile(f.Name())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -179,4 +139,40 @@ func TestPartWriterBatched(t *testing.T) {
 			})
 		}
 	}
+}
+
+// ioMode sets how part files are written for the rest of t: "direct"
+// (O_DIRECT), "buffered", or "refused" (a file system that refuses
+// O_DIRECT, so the writer falls back to buffered writes).
+func ioMode(t *testing.T, mode string) {
+	t.Helper()
+	was, fn := directIO, setDirectFn
+	t.Cleanup(func() { directIO, setDirectFn = was, fn })
+	directIO = mode != "buffered"
+	if mode == "refused" {
+		setDirectFn = func(f *os.File, on bool) error {
+			if on {
+				return errors.New("test: no direct I/O here")
+			}
+			return nil
+		}
+	}
+}
+
+// openPart returns a .part file holding have, open for writing at its end.
+func openPart(t *testing.T, have []byte) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "x.part")
+	if err := os.WriteFile(path, have, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.Seek(int64(len(have)), 0); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
